@@ -1,0 +1,1 @@
+"""skindualgen library: data, description, generation, quality, downstream evaluation, tracking, tuning."""

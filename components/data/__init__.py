@@ -1,0 +1,1 @@
+"""Data layer: manifest contract, importers, toy generator, splits, transforms, validation."""

@@ -1,0 +1,1 @@
+"""MLflow helpers: tracking URI, stage runs, lineage tags, figures, registry and promotion."""

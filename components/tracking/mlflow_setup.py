@@ -1,0 +1,103 @@
+"""Tracking URI resolution and the run context every stage uses."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import mlflow
+
+from components.errors import ConfigError
+from components.tracking.lineage import lineage_tags
+
+EXPERIMENT = "skindualgen"
+
+
+def project_root() -> Path:
+    """Folder holding params.yaml, found from the working directory upwards (the cwd if none)."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "MLproject").is_file():
+            return folder
+    return here
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else sqlite:///<project root>/mlflow.db (absolute, so Ray trials agree)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast with a clear message when an http(s) tracking server does not answer."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"MLflow tracking server {uri} is unreachable ({exc}); start it (mlflow server ...) or unset "
+            f"MLFLOW_TRACKING_URI to use the local sqlite store"
+        ) from None
+
+
+def configure(experiment: str | None = None) -> str:
+    """Point MLflow at the tracking URI (registry included) and select the experiment."""
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment or EXPERIMENT)
+    return uri
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value if not isinstance(value, (list, tuple)) else ",".join(map(str, value))
+
+
+def flat_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Flatten nested params to dotted keys, lists joined by commas (MLflow params are strings)."""
+    out: dict[str, Any] = {}
+    _flatten("", params, out)
+    return out
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: dict[str, Any] | None = None, inputs: dict[str, str | Path] | None = None,
+              nested: bool = False, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, under `mlflow run`, resume) the run of a stage, log params and lineage tags.
+
+    `inputs` maps a name to a file or folder whose DVC md5 is recorded as tag `data.<name>.md5`.
+    """
+    configure()
+    with mlflow.start_run(run_name=run_name or stage, nested=nested) as run:
+        mlflow.set_tags({"stage": stage, **lineage_tags(inputs or {})})
+        if params:
+            _log_params_safely(flat_params(params))
+        yield run
+
+
+def _log_params_safely(params: dict[str, Any]) -> None:
+    """Log params, skipping keys already logged with the same value (resumed runs)."""
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    changed = {k: v for k, v in params.items() if k in existing and existing[k] != str(v)}
+    if changed:
+        mlflow.set_tags({f"param_override.{k}": str(v) for k, v in changed.items()})
+    items = list(fresh.items())
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i:i + 100]))

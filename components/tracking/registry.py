@@ -1,0 +1,41 @@
+"""Model registry: register a logged model under a name and point an alias (challenger/champion) at it."""
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+GENERATOR_MODEL = "skindualgen-generator"
+
+
+def classifier_model_name(arch: str) -> str:
+    return f"skindualgen-classifier-{arch}"
+
+
+def segmenter_model_name(arch: str) -> str:
+    return f"skindualgen-segmenter-{arch}"
+
+
+def register(model_uri: str, name: str, alias: str | None = "challenger",
+             tags: dict[str, Any] | None = None) -> str:
+    """Register `model_uri` (e.g. the model_uri of a log_model result) as a new version; set `alias` on it.
+
+    Returns the new version number as a string.
+    """
+    version = mlflow.register_model(model_uri, name)
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def version_for_alias(name: str, alias: str):
+    """The ModelVersion an alias points to, or None when the model or alias does not exist."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
