@@ -39,3 +39,23 @@ def version_for_alias(name: str, alias: str):
         return MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def record_version_metrics(name: str, version: str, metrics: dict[str, float], source: str) -> None:
+    """Attach evaluation figures to a model version as tags `metric.<key>` (read by promotion)."""
+    client = MlflowClient()
+    for key, value in metrics.items():
+        client.set_model_version_tag(name, version, f"metric.{key}", repr(float(value)))
+    client.set_model_version_tag(name, version, "metric_source", source)
+
+
+def version_metric(version, metric: str) -> float | None:
+    """A version's figure for `metric`: its `metric.<metric>` tag, else its source run's metric, else None."""
+    tag = (version.tags or {}).get(f"metric.{metric}")
+    if tag is not None:
+        return float(tag)
+    if version.run_id:
+        value = MlflowClient().get_run(version.run_id).data.metrics.get(metric)
+        if value is not None:
+            return float(value)
+    return None

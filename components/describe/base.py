@@ -1,0 +1,96 @@
+"""What every describer takes and returns: items to describe, descriptions, and run counters."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from components.data.categories import display_name
+
+Progress = Callable[[int], object]
+
+
+@dataclass(frozen=True)
+class DescribeItem:
+    """One image to describe: its id, class code and files (mask optional)."""
+    image_id: str
+    category: str
+    image_path: Path
+    mask_path: Path | None = None
+
+    def read_bytes(self) -> bytes:
+        return Path(self.image_path).read_bytes()
+
+
+@dataclass(frozen=True)
+class Description:
+    """A description and how it was obtained.
+
+    status: 'llm' (fresh answer), 'cached' (answer from the cache), 'fallback' (template used in place of the
+    LLM; `reason` says why: budget | invalid | error) or 'template' (offline backend).
+    """
+    image_id: str
+    description: str
+    describer: str
+    model: str
+    status: str
+    reason: str = ""
+
+
+@dataclass
+class DescribeStats:
+    """Counters of one describe run (thread-safe increments through `add`)."""
+    images: int = 0
+    llm: int = 0
+    cached: int = 0
+    template: int = 0
+    fallback: int = 0
+    invalid: int = 0          # fallbacks after answers that failed the checks
+    errors: int = 0           # fallbacks after errors that retries did not cure
+    budget_skipped: int = 0   # fallbacks because the budget cap was reached
+    invalid_answers: int = 0  # every answer that failed the checks, retried or not
+    requests: int = 0         # HTTP attempts made
+    retries: int = 0          # attempts repeated after 429 / 5xx / timeouts / connection errors
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    budget_exhausted: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for key, value in deltas.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def count(self, result: Description) -> None:
+        """Count one finished image by its status and fallback reason."""
+        deltas = {"images": 1, result.status: 1}
+        if result.status == "fallback":
+            deltas[{"budget": "budget_skipped", "invalid": "invalid", "error": "errors"}[result.reason]] = 1
+        self.add(**deltas)
+
+    def to_metrics(self) -> dict[str, float | int | bool]:
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out["cost_usd"] = round(float(out["cost_usd"]), 8)
+        return out
+
+
+class Describer(Protocol):
+    """Turns items into descriptions, in item order, and counts what happened."""
+    name: str
+
+    def describe(self, items: Sequence[DescribeItem], progress: Progress | None = None) -> list[Description]: ...
+
+    @property
+    def stats(self) -> DescribeStats: ...
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def render_prompt(template: str, category: str) -> str:
+    """The prompt for one class code, the category rendered with its display name."""
+    return template.format(category=display_name(category))
