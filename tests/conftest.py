@@ -11,6 +11,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.pop("MLFLOW_RUN_ID", None)
 os.environ.pop("OPENAI_API_KEY", None)
+os.environ.pop("OPENAI_BASE_URL", None)  # describe: tests never reach an LLM server unless they start one
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from components import atomic
 from components.data import manifest
 from components.data.categories import HAM10000_CATEGORIES, display_name
+from components.data.splits import stratified_split
 from components.errors import DataError
 
 TOY_ORIGIN = "toy"
@@ -88,8 +90,8 @@ STYLES: dict[str, LesionStyle] = {
                        n_colours=(1, 2), colour_sd=16, mottle=0.08, centre_dark=(-0.15, 0.1),
                        structures={"arborizing_vessels": 0.8, "nests": 0.5, "ulceration": 0.3,
                                    "shiny_white": 0.3}),
-    "akiec": LesionStyle(radius=(0.11, 0.30), elongation=(1.0, 1.6), asymmetry=0.07, irregularity=0.045,
-                         edge_px=(4, 10), opacity=(0.5, 0.8), colours=(_PINK_RED, _RED_BROWN, _PINK, _LIGHT_BROWN),
+    "akiec": LesionStyle(radius=(0.13, 0.32), elongation=(1.0, 1.6), asymmetry=0.07, irregularity=0.045,
+                         edge_px=(4, 10), opacity=(0.6, 0.9), colours=(_PINK_RED, _RED_BROWN, _PINK, _LIGHT_BROWN),
                          n_colours=(1, 2), colour_sd=18, mottle=0.1, centre_dark=(-0.1, 0.15),
                          structures={"scale": 0.7, "dotted_vessels": 0.5, "strawberry": 0.3,
                                      "faint_network": 0.15}),
@@ -167,8 +169,8 @@ def _smooth(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     big = Image.fromarray(small, mode="F").resize((size + size * 3 // cells, size + size * 3 // cells),
                                                   Image.BICUBIC)
     off = size * 3 // cells // 2
-    out = np.asarray(big, dtype=np.float32)[off:off + size, off:off + size]
-    return out / (out.std() + 1e-6)
+    # 1.2 ~ 1 / std of a bicubic-interpolated unit-variance grid; exact normalisation is not needed
+    return np.asarray(big, dtype=np.float32)[off:off + size, off:off + size] * 1.2
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -239,13 +241,20 @@ class _Shape:
         v = (-dx * s + dy * c) * e
         return np.hypot(u, v), np.arctan2(v, u)
 
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_tab", None) is None:
+            t = np.linspace(-math.pi, math.pi, 1025, dtype=np.float64)[:, None]
+            r = 1.0 + (self.harm_a * np.cos(self.harm_k * t + self.harm_p)).sum(-1)
+            if len(self.spike_t):
+                d = np.angle(np.exp(1j * (t - self.spike_t)))
+                r = r + (self.spike_a * np.exp(-(d / self.spike_w) ** 2)).sum(-1)
+            self._tab = (t[:, 0], self.radius * np.maximum(r, 0.35))
+        return self._tab
+
     def rad(self, theta: np.ndarray) -> np.ndarray:
-        t = theta[..., None]
-        r = 1.0 + (self.harm_a * np.cos(self.harm_k * t + self.harm_p)).sum(-1)
-        if len(self.spike_t):
-            d = np.angle(np.exp(1j * (t - self.spike_t)))
-            r = r + (self.spike_a * np.exp(-(d / self.spike_w) ** 2)).sum(-1)
-        return self.radius * np.maximum(r, 0.35).astype(np.float32)
+        """Border radius at angle theta (interpolated from a 1,024-step table of the outline)."""
+        t, r = self._table()
+        return np.interp(theta, t, r).astype(np.float32)
 
     def point(self, theta: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Image coordinates (x, y) at angle theta and relative radius rho (1 = border)."""
@@ -258,14 +267,14 @@ class _Shape:
 
 def _random_shape(rng: np.random.Generator, style: LesionStyle, spikes: bool) -> _Shape:
     radius = rng.uniform(*style.radius)
-    ks = np.arange(1, 17, dtype=np.float32)
-    amps = np.where(ks <= 3, rng.normal(0, style.asymmetry, 16),
-                    rng.normal(0, style.irregularity, 16) * (4.0 / ks) ** 0.5).astype(np.float32)
+    ks = np.arange(1, 13, dtype=np.float32)
+    amps = np.where(ks <= 3, rng.normal(0, style.asymmetry, 12),
+                    rng.normal(0, style.irregularity, 12) * (4.0 / ks)).astype(np.float32)
     n_sp = int(rng.integers(5, 14)) if spikes else 0
     return _Shape(
         cx=0.5 + rng.normal(0, 0.05), cy=0.5 + rng.normal(0, 0.05), radius=radius,
         elong=rng.uniform(*style.elongation), rot=rng.uniform(0, math.pi),
-        harm_k=ks, harm_a=amps, harm_p=rng.uniform(0, 2 * math.pi, 16).astype(np.float32),
+        harm_k=ks, harm_a=amps, harm_p=rng.uniform(0, 2 * math.pi, 12).astype(np.float32),
         spike_t=rng.uniform(-math.pi, math.pi, n_sp).astype(np.float32),
         spike_a=rng.uniform(0.08, 0.22, n_sp).astype(np.float32),
         spike_w=rng.uniform(0.04, 0.09, n_sp).astype(np.float32),
@@ -369,6 +378,8 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     # Shape and mask.
     shape = _random_shape(rng, style, spikes="streaks" in feats)
     dist, theta = shape.frame(yy, xx)
+    # Lobulated, non-polar irregularity: warp the distance field with smooth noise (the mask follows it).
+    dist = dist * (1 + 1.2 * style.irregularity * _smooth(rng, size, 7))
     r = shape.rad(theta)
     mask = dist < r
     if mask.sum() < max(4, size * size // 400):  # never leave a lesion out entirely
@@ -386,7 +397,7 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     for i in picks[1:]:
         patch = _sigmoid((_smooth(rng, size, 4) - rng.uniform(-0.2, 0.8)) / 0.25)
         les = _blend(les, jitter(style.colours[i][1]), patch)
-    les = les * (1 + style.mottle * _smooth(rng, size, 7))[..., None]
+    les = les * (1 + style.mottle * _smooth(rng, size, 7) + 0.04 * _smooth(rng, size, 24))[..., None]
     cd = rng.uniform(*style.centre_dark)
     les = les * (1 - cd * (1 - rel ** 2))[..., None]
 
@@ -395,15 +406,16 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     if "network" in feats or "atypical_network" in feats or "faint_network" in feats:
         atypical = "atypical_network" in feats
         period = max(rng.uniform(5, 8) * px, 3.0 / size)  # at least 3 pixels, or it aliases at small sizes
-        net = _network(rng, size, yy, xx, period=period, warp=0.5 if atypical else 0.12,
-                       width=0.35 if atypical else 0.25)
+        net = _network(rng, size, yy, xx, period=period, warp=0.6 if atypical else 0.25,
+                       width=0.45 if atypical else 0.35)
         if atypical:
-            strength = np.clip(0.35 + 0.35 * _smooth(rng, size, 3), 0, 0.7)
+            strength = np.clip(0.3 + 0.3 * _smooth(rng, size, 3), 0, 0.55)
         elif "faint_network" in feats:
-            strength = 0.22 * np.clip((rel - 0.35) / 0.4, 0, 1)
+            strength = 0.18 * np.clip((rel - 0.35) / 0.4, 0, 1)
         else:
-            strength = 0.32 * (1 - 0.6 * np.clip((rel - 0.6) / 0.4, 0, 1))
-        les = les * (1 - strength * net)[..., None]
+            strength = rng.uniform(0.15, 0.28) * (1 - 0.6 * np.clip((rel - 0.6) / 0.4, 0, 1))
+        patchy = np.clip(0.7 + 0.45 * _smooth(rng, size, 4), 0.1, 1.2)  # networks fade in and out
+        les = les * (1 - strength * patchy * net)[..., None]
     if "globules" in feats:
         n = int(rng.integers(6, 18))
         gx_, gy_ = _points_in(rng, shape, n, (0.55, 0.92) if rng.random() < 0.6 else (0.0, 0.8))
@@ -419,8 +431,8 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
         streak = np.exp(-(across / (1.1 * px)) ** 2).max(-1) * np.clip((rel - 0.55) / 0.3, 0, 1)
         les = _blend(les, np.asarray(_DARK_BROWN[1]) * 0.8, 0.85 * streak)
     if "veil" in feats:
-        veil = _sigmoid((_smooth(rng, size, 3) + rng.uniform(-0.3, 0.6)) / 0.3) * (rel < 0.85)
-        les = _blend(les, (128, 146, 176), rng.uniform(0.45, 0.75) * veil)
+        veil = _sigmoid((_smooth(rng, size, 3) - rng.uniform(0.0, 0.9)) / 0.3) * (rel < 0.85)
+        les = _blend(les, (140, 156, 184), rng.uniform(0.4, 0.7) * veil)
         names.append("blue-white")
     if "regression" in feats:
         reg = _sigmoid((_smooth(rng, size, 4) - 0.6) / 0.2) * (rel < 0.9)
@@ -534,8 +546,9 @@ def _render_and_write(job: tuple[str, int, int, str, int]) -> dict:
     sample = render_sample(seed, index, category, size)
     image_id = toy_image_id(index)
     root = Path(out_dir)
-    atomic.write_png(root / "images" / f"{image_id}.png", Image.fromarray(sample.image, "RGB"))
-    atomic.write_png(root / "masks" / f"{image_id}.png", Image.fromarray(sample.mask * 255, "L"))
+    # Plain writes: the folder only becomes a dataset when manifest.csv is written (atomically) at the end.
+    Image.fromarray(sample.image, "RGB").save(root / "images" / f"{image_id}.png", compress_level=3)
+    Image.fromarray(sample.mask * 255, "L").save(root / "masks" / f"{image_id}.png", compress_level=3)
     return {
         "image_id": image_id, "category": category, "image_path": f"images/{image_id}.png",
         "mask_path": f"masks/{image_id}.png", "description": sample.description(),
@@ -549,14 +562,13 @@ def toy_image_id(index: int) -> str:
 
 def generate_toy(out_dir: str | Path, n_images: int = 2000, size: int = 128, seed: int = 42,
                  categories: tuple[str, ...] | list[str] = HAM10000_CATEGORIES, test_fraction: float = 0.2,
-                 workers: int = 1, progress: bool = True) -> pd.DataFrame:
+                 workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Write a complete toy dataset folder (images/, masks/, manifest.csv, categories.json); return the manifest.
 
     Rows are labelled source='real', origin='toy': downstream stages treat them as the real split, while
-    everything shown to users calls them procedural drawings, not medical data.
+    everything shown to users calls them procedural drawings, not medical data. `workers` processes render in
+    parallel (default: up to 4 CPUs for 256+ images); the result does not depend on it.
     """
-    from components.data.splits import stratified_split  # local: splits imports nothing from here
-
     if size < 16:
         raise DataError(f"toy generator: size {size} is too small; use size >= 16")
     categories = tuple(categories)
@@ -566,6 +578,8 @@ def generate_toy(out_dir: str | Path, n_images: int = 2000, size: int = 128, see
     labels = assign_categories(n_images, categories, seed)
     jobs = [(str(out), seed, i, labels[i], size) for i in range(n_images)]
     bar = dict(total=n_images, desc="toy images", disable=not progress, unit="img")
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if n_images >= 256 else 1
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(tqdm(pool.map(_render_and_write, jobs, chunksize=32), **bar))

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from PIL import Image, UnidentifiedImageError
+
 from components.data.categories import display_name
+from components.errors import DataError
 
 Progress = Callable[[int], object]
 
@@ -21,7 +25,11 @@ class DescribeItem:
     mask_path: Path | None = None
 
     def read_bytes(self) -> bytes:
-        return Path(self.image_path).read_bytes()
+        try:
+            return Path(self.image_path).read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{self.image_path}: image file not found (image_id={self.image_id}); fix image_path "
+                            f"in the manifest or restore the file") from None
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ class DescribeStats:
         self.add(**deltas)
 
     def to_metrics(self) -> dict[str, float | int | bool]:
-        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        with self._lock:
+            out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         out["cost_usd"] = round(float(out["cost_usd"]), 8)
         return out
 
@@ -85,6 +94,16 @@ class Describer(Protocol):
 
     @property
     def stats(self) -> DescribeStats: ...
+
+
+def open_image(data: bytes, where: str) -> Image.Image:
+    """Open encoded image bytes; a file that does not decode raises DataError naming it."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.load()
+        return im
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{where}: cannot decode image ({exc}); the file is corrupt or truncated, replace it") from None
 
 
 def sha256_hex(data: bytes) -> str:

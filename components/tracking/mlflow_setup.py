@@ -14,6 +14,7 @@ from components.errors import ConfigError
 from components.tracking.lineage import lineage_tags
 
 EXPERIMENT = "skindualgen"
+CHAIN_STAGE_TAG = "chain.stage"
 
 
 def project_root() -> Path:
@@ -82,12 +83,25 @@ def stage_run(stage: str, params: dict[str, Any] | None = None, inputs: dict[str
 
     `inputs` maps a name to a file or folder whose DVC md5 is recorded as tag `data.<name>.md5`.
     """
-    configure()
+    active = mlflow.active_run()
+    if active is not None and mlflow.get_run(active.info.run_id).data.tags.get(CHAIN_STAGE_TAG) == stage:
+        # The `main` chain opened this stage's child run already: log into it.
+        _tag_and_log(stage, params, inputs)
+        yield active
+        return
+    if active is None:
+        configure()
+    else:
+        nested = True  # a stage called inside another run becomes its child
     with mlflow.start_run(run_name=run_name or stage, nested=nested) as run:
-        mlflow.set_tags({"stage": stage, **lineage_tags(inputs or {})})
-        if params:
-            _log_params_safely(flat_params(params))
+        _tag_and_log(stage, params, inputs)
         yield run
+
+
+def _tag_and_log(stage: str, params: dict[str, Any] | None, inputs: dict[str, str | Path] | None) -> None:
+    mlflow.set_tags({"stage": stage, **lineage_tags(inputs or {})})
+    if params:
+        _log_params_safely(flat_params(params))
 
 
 def _log_params_safely(params: dict[str, Any]) -> None:

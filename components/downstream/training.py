@@ -1,0 +1,172 @@
+"""Training and inference loops for the downstream classifiers and segmenters.
+
+The public API other stages use (the quality stage's image–mask consistency check among them):
+
+    model = create_segmenter("unet_resnet34")
+    train_segmenter(model, PairDataset(...), TrainSettings(epochs=5, batch_size=8, lr=1e-3))
+    masks = predict_masks(model, images)            # Bx3xHxW in [0, 1] → Bx1xHxW uint8 {0, 1}
+
+Datasets yield dicts with "image" (3xHxW float in [0, 1]), "mask" (1xHxW {0, 1}) and "label" (int), as
+components.data.torch_dataset.PairDataset does. On CUDA, training runs under autocast (bf16 where the GPU
+supports it, else fp16 with a gradient scaler); on CPU in fp32.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from components.downstream.metrics import ClassificationMeter, SegmentationMeter
+from components.downstream.segmenters import dice_loss
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one model is trained and evaluated."""
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"      # cosine | constant
+    device: str = "cpu"
+    amp: bool = True                 # autocast on CUDA (ignored on CPU)
+    num_workers: int = 0
+    pin_memory: bool = False
+    seed: int = 0
+    progress: bool = False
+    desc: str = "train"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' → cuda when available, else cpu; other values are passed to torch.device."""
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_loader(dataset: Dataset, settings: TrainSettings, train: bool) -> DataLoader:
+    """A DataLoader with the settings' workers / pinned memory; training shuffles (seeded) and drops a last
+    batch of one (BatchNorm cannot train on a single sample)."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    drop_last = train and len(dataset) % settings.batch_size == 1
+    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=train, drop_last=drop_last,
+                      num_workers=settings.num_workers, pin_memory=settings.pin_memory,
+                      persistent_workers=False, generator=generator if train else None)
+
+
+def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, target_key: str) -> dict:
+    device = torch.device(settings.device)
+    torch.manual_seed(settings.seed)
+    model.to(device).train()
+    loader = make_loader(dataset, settings, train=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    total_steps = max(1, settings.epochs * len(loader))
+    if settings.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    elif settings.lr_schedule == "constant":
+        scheduler = None
+    else:
+        raise ValueError(f"lr_schedule {settings.lr_schedule!r}: use 'cosine' or 'constant'")
+    amp_dtype = _amp_dtype(device, settings.amp)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    history: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=settings.desc, disable=not settings.progress, leave=False, unit="step")
+    for _ in range(settings.epochs):
+        running = torch.zeros((), device=device)
+        n_batches = 0
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)
+            target = batch[target_key].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = loss_fn(model(images).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            running += loss.detach()  # summed on device: no host sync per step
+            n_batches += 1
+            bar.update(1)
+        history.append(float(running) / max(n_batches, 1))
+    bar.close()
+    model.eval()
+    return {"loss_history": history, "train_seconds": time.perf_counter() - start,
+            "train_images": len(dataset), "steps": total_steps}
+
+
+def train_classifier(model: nn.Module, dataset: Dataset, settings: TrainSettings) -> dict:
+    """Train with cross-entropy on dataset["label"]; returns loss per epoch and timing."""
+    ce = nn.CrossEntropyLoss()
+    return _fit(model, dataset, settings, lambda logits, y: ce(logits, y.long()), "label")
+
+
+def train_segmenter(model: nn.Module, dataset: Dataset, settings: TrainSettings) -> dict:
+    """Train with the Dice loss on dataset["mask"]; returns loss per epoch and timing."""
+    loss = dice_loss(getattr(model, "num_classes", 1))
+    return _fit(model, dataset, settings, loss, "mask")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Model outputs for a stack of [0, 1] images, in batches, on the model's device; returned on CPU."""
+    device = next(model.parameters()).device
+    model.eval()
+    outs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+@torch.no_grad()
+def predict_masks(model: nn.Module, images: torch.Tensor, threshold: float = 0.5,
+                  batch_size: int = 32) -> torch.Tensor:
+    """Binary masks (Bx1xHxW uint8) for [0, 1] images: sigmoid(logit) > threshold."""
+    logits = predict_logits(model, images, batch_size)
+    return (torch.sigmoid(logits) > threshold).to(torch.uint8)
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, dataset: Dataset, num_classes: int, settings: TrainSettings) -> dict:
+    """Classification scores (metrics.classification_scores) of `model` over `dataset`."""
+    device = torch.device(settings.device)
+    model.to(device).eval()
+    meter = ClassificationMeter(num_classes)
+    amp_dtype = _amp_dtype(device, settings.amp)
+    for batch in make_loader(dataset, settings, train=False):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(batch["image"].to(device, non_blocking=True))
+        meter.update(logits.float(), batch["label"])
+    return meter.compute()
+
+
+@torch.no_grad()
+def evaluate_segmenter(model: nn.Module, dataset: Dataset, settings: TrainSettings,
+                       threshold: float = 0.5) -> tuple[dict, list[dict]]:
+    """Mean segmentation scores over `dataset` and the per-image rows (with image_id)."""
+    device = torch.device(settings.device)
+    model.to(device).eval()
+    meter = SegmentationMeter()
+    amp_dtype = _amp_dtype(device, settings.amp)
+    for batch in make_loader(dataset, settings, train=False):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(batch["image"].to(device, non_blocking=True))
+        preds = (torch.sigmoid(logits.float()) > threshold).cpu().numpy().astype(np.uint8)
+        meter.update(preds, batch["mask"].numpy(), list(batch["image_id"]))
+    return meter.compute(), meter.per_image

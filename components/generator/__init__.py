@@ -1,0 +1,7 @@
+"""Dual generation: one prompt → one latent → an RGB dermoscopy image and its lesion mask.
+
+Modules: presets (base-model registry), tokenizer (offline CLIP tokenizer), base_models (load/save diffusers
+folders), vae_surgery (3→4 channel VAE), lora, losses, checkpoints, data, pretrain_trainer, vae_trainer,
+finetune_trainer, sampling (DualGenerator), pyfunc_model (MLflow serving), config (stage configs).
+Import the sub-modules directly; this package imports nothing heavy.
+"""

@@ -1,0 +1,50 @@
+"""Typed config of the `synthesize` stage (params.yaml section `synthesize`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.data.categories import HAM10000_CATEGORIES
+from components.generator.pair_filter import FilterConfig
+from components.generator.synthesis_writer import GenerationSettings
+
+
+@dataclass
+class SynthesizeConfig:
+    """Where to read and write, what to plan, how to sample and which pairs to refuse."""
+    real_dir: str = "data/real"
+    descriptions_file: str = "data/descriptions/descriptions.csv"  # "" = the real manifest's description column
+    base_dir: str = "models/base"
+    vae_dir: str = "models/vae4"
+    lora_dir: str = "models/lora"      # "" = the base UNet without LoRA
+    out_dir: str = "data/synthetic"
+    categories: list[str] = field(default_factory=lambda: list(HAM10000_CATEGORIES))
+    mode: str = "match"                # balance | match | counts (components/generator/synthesis_plan.py)
+    counts: dict[str, int] = field(default_factory=dict)
+    scale: float = 1.0
+    prompt_source: str = "descriptions"  # descriptions | template
+    num_inference_steps: int = 45
+    guidance_scale: float = 1.22
+    resolution: int = 0                # 0 = the generator's own sample size (the fine-tune resolution)
+    batch_size: int = 8
+    mask_threshold: float = 0.5
+    seed: int = 2024
+    max_attempts: int = 3
+    min_area_fraction: float = 0.005
+    max_area_fraction: float = 0.9
+    full_frame_fraction: float = 0.99
+    max_components: int = 3
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"                # auto | float32 | float16 | bfloat16
+    validate: bool = True
+    progress: bool = True
+    metrics_file: str = "metrics/synthesize.json"
+    grid_file: str = "reports/figures/synthesize_pairs.png"  # Fig.-2-style grid (also logged to MLflow)
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                                  resolution=self.resolution, mask_threshold=self.mask_threshold,
+                                  batch_size=self.batch_size, max_attempts=self.max_attempts)
+
+    def filter(self) -> FilterConfig:
+        return FilterConfig(min_area_fraction=self.min_area_fraction, max_area_fraction=self.max_area_fraction,
+                            full_frame_fraction=self.full_frame_fraction, max_components=self.max_components)

@@ -1,0 +1,107 @@
+"""Stage `describe`: one clinical description per image of a dataset (vision LLM with cache, or offline template).
+
+Writes <out_dir>/descriptions.csv (image_id, description, describer, model), keeps the answer cache in
+<out_dir>/cache.jsonl, writes the run's counters to metrics_file and logs them to MLflow with token usage,
+estimated cost and examples. The API key is read from the environment and never written anywhere.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import mlflow
+import pandas as pd
+from tqdm import tqdm
+
+from components import atomic
+from components.config import to_dict
+from components.data.manifest import read_manifest, resolve
+from components.describe import (DescribeConfig, DescribeItem, Description, DescriptionCache, create_describer,
+                                 resolve_backend)
+from components.describe.apply import DESCRIPTION_COLUMNS
+from components.describe.cache import CACHE_NAME
+from components.describe.secrets import redact, redacting_logs
+from components.errors import DataError
+from components.tracking.mlflow_setup import stage_run
+from pipelines.cli import load_stage_config, run_main, stage_parser
+
+log = logging.getLogger("pipelines.describe")
+
+DESCRIPTIONS_NAME = "descriptions.csv"
+
+
+def select_items(cfg: DescribeConfig) -> list[DescribeItem]:
+    """Manifest rows of the configured splits (first `max_images` when > 0) as describe items."""
+    root = Path(cfg.data_dir)
+    df = read_manifest(root)
+    unknown = sorted(set(cfg.splits) - set(df["split"].astype(str)))
+    if unknown:
+        raise DataError(f"{root}/manifest.csv: no rows with split {unknown}; the manifest has "
+                        f"{sorted(set(df['split']))}; fix describe.splits")
+    df = df[df["split"].isin(cfg.splits)]
+    if cfg.max_images:
+        df = df.head(cfg.max_images)
+    items = []
+    for row in df.itertuples(index=False):
+        where = f"{root}/manifest.csv image_id={row.image_id}"
+        mask = resolve(root, row.mask_path, where) if row.mask_path else None
+        items.append(DescribeItem(str(row.image_id), str(row.category), resolve(root, row.image_path, where), mask))
+    return items
+
+
+def examples_text(results: Sequence[Description], per_path: int) -> str:
+    """Up to `per_path` example descriptions for each way they were obtained."""
+    lines = []
+    for status in ("llm", "cached", "fallback", "template"):
+        picked = [r for r in results if r.status == status][:per_path]
+        if picked:
+            lines.append(f"## {status}")
+            lines += [f"[{r.image_id}] ({r.describer}/{r.model}{', ' + r.reason if r.reason else ''}) "
+                      f"{r.description}" for r in picked]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def run(cfg: DescribeConfig) -> dict:
+    """Describe every selected image; write descriptions.csv and the metrics; return the metrics."""
+    items = select_items(cfg)
+    backend = resolve_backend(cfg)
+    secrets = [os.environ.get("OPENAI_API_KEY", "")]
+    out_dir = Path(cfg.out_dir)
+    with redacting_logs(secrets), stage_run("describe", to_dict(cfg), inputs={"real": cfg.data_dir}):
+        cache = DescriptionCache(out_dir / CACHE_NAME)
+        describer = create_describer(cfg, cache=cache)
+        endpoint = getattr(describer, "endpoint", "")
+        mlflow.set_tags({"describe.backend": backend, "describe.describer": describer.name,
+                         **({"describe.endpoint": endpoint} if endpoint else {})})
+        log.info("describing %d image(s) with %s%s (cache: %d answer(s))", len(items), describer.name,
+                 f" at {endpoint}, model {cfg.model}" if endpoint else "", len(cache))
+        with tqdm(total=len(items), desc="describe", unit="img") as bar:
+            results = describer.describe(items, progress=bar.update)
+        frame = pd.DataFrame([{c: getattr(r, c) for c in DESCRIPTION_COLUMNS} for r in results],
+                             columns=list(DESCRIPTION_COLUMNS))
+        with atomic.atomic_path(out_dir / DESCRIPTIONS_NAME) as tmp:
+            frame.to_csv(tmp, index=False)
+        metrics = {**describer.stats.to_metrics(), "backend": describer.name,
+                   "distinct_descriptions": int(frame["description"].nunique()),
+                   "mean_chars": round(float(frame["description"].str.len().mean()), 1) if len(frame) else 0.0}
+        atomic.write_json(cfg.metrics_file, metrics)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        mlflow.log_text(redact(examples_text(results, cfg.examples), secrets), "describe/examples.txt")
+        log.info("described %d image(s): %d llm, %d cached, %d fallback (%d invalid, %d errors, %d over budget), "
+                 "%d template; %d+%d tokens, ~$%.4f", metrics["images"], metrics["llm"], metrics["cached"],
+                 metrics["fallback"], metrics["invalid"], metrics["errors"], metrics["budget_skipped"],
+                 metrics["template"], metrics["prompt_tokens"], metrics["completion_tokens"], metrics["cost_usd"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("describe", "Describe every image with a vision LLM (cached) or the offline template.")
+    args = parser.parse_args(argv)
+    run_main(lambda: run(load_stage_config(DescribeConfig, "describe", args)))
+
+
+if __name__ == "__main__":
+    main()

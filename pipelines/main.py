@@ -1,0 +1,102 @@
+"""Chain every stage as nested MLflow runs under one parent, reusing finished runs of the same params and code.
+
+The stage order and each stage's outputs come from dvc.yaml, so the chain and `dvc repro` never disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.tracking import MlflowClient
+
+from components.config import load_params
+from components.errors import SkinDualGenError
+from components.tracking.lineage import git_commit
+from components.tracking.mlflow_setup import CHAIN_STAGE_TAG, configure
+from pipelines.cli import run_main
+
+CHAIN_KEY_TAG = "chain.key"
+
+
+def dvc_stages(dvc_file: str | Path = "dvc.yaml") -> dict[str, dict]:
+    """Stages of dvc.yaml in file order."""
+    return yaml.safe_load(Path(dvc_file).read_text())["stages"]
+
+
+def _outs(stage: dict) -> list[str]:
+    outs = []
+    for entry in stage.get("outs", []) + stage.get("metrics", []):
+        outs.append(entry if isinstance(entry, str) else next(iter(entry)))
+    return outs
+
+
+def chain_key(stage: str, params: dict, commit: str) -> str:
+    """Identity of a stage execution: its params section, the params of its upstream stages, and the commit."""
+    payload = json.dumps({"stage": stage, "params": params, "commit": commit}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def finished_run(key: str) -> str | None:
+    """Run id of a FINISHED run with this chain key, if any."""
+    experiment_id = mlflow.active_run().info.experiment_id
+    runs = MlflowClient().search_runs([experiment_id], f"tags.`{CHAIN_KEY_TAG}` = '{key}' "
+                                      f"and attributes.status = 'FINISHED'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def run_chain(params_path: str, only: list[str] | None = None, force: bool = False) -> dict[str, str]:
+    """Run (or reuse) each stage under the active parent run; returns stage → run id."""
+    params = load_params(params_path)
+    commit = git_commit()
+    stages = dvc_stages()
+    selected = [s for s in stages if not only or s in only]
+    results: dict[str, str] = {}
+    upstream: dict = {}
+    for name in stages:
+        upstream[name] = params.get(name, {})
+        if name not in selected:
+            continue
+        key = chain_key(name, upstream, commit)
+        outs_present = all(Path(o).exists() for o in _outs(stages[name]))
+        reuse = None if force or commit.endswith("-dirty") or not outs_present else finished_run(key)
+        if reuse:
+            print(f"[main] {name}: reusing finished run {reuse} (same params and commit {commit[:10]})")
+            mlflow.set_tag(f"reused.{name}", reuse)
+            results[name] = reuse
+            continue
+        print(f"[main] {name}: running")
+        module = importlib.import_module(stages[name]["cmd"].split()[2])
+        with mlflow.start_run(run_name=name, nested=True, tags={CHAIN_STAGE_TAG: name, CHAIN_KEY_TAG: key}) as run:
+            try:
+                module.main(["--params", params_path])
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise SkinDualGenError(f"stage '{name}' failed (exit {exc.code}); see its run {run.info.run_id}")
+            results[name] = run.info.run_id
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.main", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--stages", default="", help="comma-separated subset (default: all, in dvc.yaml order)")
+    parser.add_argument("--force", action="store_true", help="rerun stages even if a finished run matches")
+    args = parser.parse_args(argv)
+    only = [s for s in args.stages.split(",") if s] or None
+
+    def _run() -> None:
+        configure()
+        with mlflow.start_run(run_name="main"):
+            mlflow.set_tag("stage", "main")
+            results = run_chain(args.params, only, args.force)
+            mlflow.log_dict(results, "chain.json")
+    run_main(_run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Stage `synthesize`: image-mask pairs from the fine-tuned dual generator, planned from the real training split.
+
+Reads the `synthesize` section of params.yaml. Writes data/synthetic/ (images/, masks/, records/, manifest.csv with
+full provenance, rejections.csv), validates it with the synthetic Great Expectations suite (non-zero exit on
+failure), writes metrics/synthesize.json and logs a Fig.-2-style grid (one row per class: real image, mask and
+overlay beside a generated one) and the time per pair to MLflow. A rerun resumes: finished samples are skipped.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from components import atomic
+from components.config import to_dict
+from components.data import manifest
+from components.data.categories import display_name
+from components.errors import ConfigError, DataError
+from components.generator.synthesis_config import SynthesizeConfig
+from components.generator.synthesis_plan import build_plan, class_counts, real_train_split
+from components.generator.synthesis_writer import PairGenerator, WriteSummary, assemble, write_samples
+from components.tracking.figures import log_figure, overlay, pair_grid
+from components.tracking.lineage import dvc_md5
+from components.tracking.mlflow_setup import stage_run
+from pipelines.cli import load_stage_config, run_main, stage_parser
+
+log = logging.getLogger("pipelines.synthesize")
+
+_DTYPES = {"auto": None, "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def load_generator(cfg: SynthesizeConfig) -> PairGenerator:
+    """The fine-tuned DualGenerator from the configured model folders."""
+    import torch
+
+    from components.generator.sampling import DualGenerator
+
+    if cfg.dtype not in _DTYPES:
+        raise ConfigError(f"synthesize.dtype {cfg.dtype!r}: expected one of {list(_DTYPES)}")
+    dtype = getattr(torch, _DTYPES[cfg.dtype]) if _DTYPES[cfg.dtype] else None
+    device = None if cfg.device == "auto" else cfg.device
+    return DualGenerator.from_dirs(cfg.base_dir, cfg.vae_dir, lora_dir=cfg.lora_dir or None, device=device,
+                                   dtype=dtype)
+
+
+def real_training_rows(cfg: SynthesizeConfig) -> pd.DataFrame:
+    """Real training split, with descriptions from the describe stage when configured."""
+    train = real_train_split(cfg.real_dir)
+    if cfg.prompt_source == "descriptions" and cfg.descriptions_file:
+        from components.describe.apply import apply_descriptions
+
+        if not Path(cfg.descriptions_file).is_file():
+            raise DataError(f"{cfg.descriptions_file}: descriptions file not found; run `dvc repro describe`, or "
+                            f"set synthesize.descriptions_file='' to use the real manifest's descriptions")
+        train = apply_descriptions(train, cfg.descriptions_file)
+    return train
+
+
+def comparison_grid(real_dir: str | Path, out_dir: str | Path, train: pd.DataFrame, synthetic: pd.DataFrame,
+                    categories: list[str]):
+    """Fig. 2 of the paper: per class, the first real training pair beside the first generated pair."""
+    rows = []
+    for c in categories:
+        real = train[train["category"] == c].sort_values("image_id")
+        syn = synthetic[synthetic["category"] == c]
+        if syn.empty or real.empty or not real.iloc[0]["mask_path"]:
+            continue
+        r = manifest.load_pair(real_dir, real.iloc[0], require_mask=True)
+        s = manifest.load_pair(out_dir, syn.iloc[0], require_mask=True)
+        rows.append((display_name(c), [
+            ("real", r.image), ("real mask", r.mask * 255), ("real overlay", overlay(r.image, r.mask)),
+            ("generated", s.image), ("generated mask", s.mask * 255), ("generated overlay", overlay(s.image, s.mask)),
+        ]))
+    return pair_grid(rows) if rows else None
+
+
+def summary_metrics(summary: WriteSummary, planned: dict[str, int], validation_ok: bool | None) -> dict:
+    m = {
+        "planned": summary.n_planned, "accepted": summary.n_accepted, "rejected": summary.n_rejected,
+        "acceptance_rate": summary.n_accepted / summary.n_planned if summary.n_planned else 0.0,
+        "rejection_events": summary.rejection_events, "resumed": summary.n_skipped,
+        "generated_this_run": summary.attempts_this_run, "seconds_this_run": round(summary.seconds_this_run, 3),
+        "seconds_per_pair": round(summary.seconds_per_pair, 4),
+        "pairs_per_second": round(1.0 / summary.seconds_per_pair, 4) if summary.seconds_per_pair > 0 else 0.0,
+        "planned_per_class": planned, "accepted_per_class": summary.accepted_per_class,
+        "rejection_reasons": summary.rejection_reasons,
+    }
+    if validation_ok is not None:
+        m["validation_success"] = int(validation_ok)
+    return m
+
+
+def validate(cfg: SynthesizeConfig) -> bool:
+    """Run the synthetic-manifest Great Expectations suite; raise DataError (exit non-zero) on failure."""
+    from components.data.validation import check_manifest
+
+    return check_manifest(cfg.out_dir, kind="synthetic", categories=cfg.categories).success
+
+
+def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
+    """Plan, generate (resuming), assemble, validate and log; returns the metrics written to cfg.metrics_file.
+
+    `generator` defaults to the DualGenerator loaded from the configured model folders.
+    """
+    train = real_training_rows(cfg)
+    plan = build_plan(train, cfg.categories, cfg.mode, cfg.counts, cfg.scale, cfg.prompt_source, cfg.seed)
+    if not plan:
+        raise ConfigError(f"synthesize: the plan is empty (mode={cfg.mode}, real training counts "
+                          f"{class_counts(train, cfg.categories)}); choose another mode or set counts")
+    planned = {c: sum(s.category == c for s in plan) for c in cfg.categories}
+    inputs = {"real": cfg.real_dir, **({"lora": cfg.lora_dir} if cfg.lora_dir else {})}
+    with stage_run("synthesize", to_dict(cfg), inputs=inputs):
+        generator = generator or load_generator(cfg)
+        mlflow.set_tags({"generator_version": str(generator.version),
+                         "synthesize.device": str(getattr(generator, "device", "unknown"))})
+        log.info("planned %d pairs (%s)", len(plan), ", ".join(f"{c}={n}" for c, n in planned.items()))
+        summary = write_samples(plan, generator, cfg.out_dir, cfg.generation(), cfg.filter(), progress=cfg.progress)
+        synthetic, rejections = assemble(cfg.out_dir, plan)
+        validation_ok = validate(cfg) if cfg.validate else None
+        metrics = summary_metrics(summary, planned, validation_ok)
+        atomic.write_json(cfg.metrics_file, metrics)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        mlflow.log_metrics({f"accepted.{c}": float(n) for c, n in summary.accepted_per_class.items()})
+        mlflow.set_tag("data.synthetic.md5", dvc_md5(cfg.out_dir))
+        mlflow.log_artifact(str(Path(cfg.out_dir) / "rejections.csv"), "synthesize")
+        mlflow.log_artifact(str(Path(cfg.out_dir) / manifest.MANIFEST_NAME), "synthesize")
+        fig = comparison_grid(cfg.real_dir, cfg.out_dir, train, synthetic, cfg.categories)
+        if fig is not None:
+            log_figure(fig, "synthesize/pairs_grid.png", save_to=cfg.grid_file)
+        log.info("synthesized %d/%d pairs (%d rejected after %d attempts, %d rejection events); "
+                 "%.3f s per pair, %.2f pairs/s", summary.n_accepted, summary.n_planned, summary.n_rejected,
+                 cfg.max_attempts, summary.rejection_events, summary.seconds_per_pair, metrics["pairs_per_second"])
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("synthesize", "Generate class-planned image-mask pairs with the fine-tuned generator.")
+    args = parser.parse_args(argv)
+    run_main(lambda: run(load_stage_config(SynthesizeConfig, "synthesize", args)))
+
+
+if __name__ == "__main__":
+    main()
