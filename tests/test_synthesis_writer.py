@@ -1,7 +1,7 @@
 """Synthesis writer: resume skips exactly the finished samples, interruptions leave no partial file,
 degenerate pairs are rejected with a reason and retried with the next seed.
 
-`SeededPairs` stands in for the diffusion model only: it returns a seeded image and a disc mask per seed.
+`SeededPairs` (tests/synthesis_support.py) stands in for the diffusion model only.
 """
 from __future__ import annotations
 
@@ -16,33 +16,7 @@ from components.data import manifest
 from components.generator.pair_filter import FilterConfig, check_mask
 from components.generator.synthesis_plan import ATTEMPT_STRIDE, PlannedSample, sample_id
 from components.generator.synthesis_writer import GenerationSettings, assemble, write_samples
-
-
-class SeededPairs:
-    """Test double of DualGenerator: output depends only on the seed; `empty` seeds give an empty mask."""
-
-    def __init__(self, size: int = 16, empty: set[int] = frozenset(), fail_on_call: int | None = None):
-        self.size, self.empty, self.fail_on_call = size, set(empty), fail_on_call
-        self.version = "seeded-pairs-1"
-        self.calls: list[list[int]] = []
-
-    def generate(self, prompts, seeds, num_inference_steps=45, guidance_scale=1.22, height=None, width=None,
-                 batch_size=8, mask_threshold=0.5, progress=True):
-        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
-            raise KeyboardInterrupt("interrupted")
-        self.calls.append(list(seeds))
-        h = height or self.size
-        out = []
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            image = rng.integers(0, 256, (h, h, 3), dtype=np.uint8)
-            yy, xx = np.mgrid[:h, :h]
-            r = h * rng.uniform(0.15, 0.3)
-            mask = (((yy - h / 2) ** 2 + (xx - h / 2) ** 2) <= r * r).astype(np.uint8)
-            if seed in self.empty:
-                mask[:] = 0
-            out.append((image, mask))
-        return out
+from tests.synthesis_support import SeededPairs
 
 
 def _plan(n: int, base: int = 10) -> list[PlannedSample]:

@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold
 
 from components.errors import DataError
 
@@ -16,8 +16,9 @@ def stratified_split(labels: pd.Series | list[str], test_fraction: float = 0.2, 
                      groups: pd.Series | list[str] | None = None) -> pd.Series:
     """'train'/'test' per row, class proportions kept in both parts, identical for identical inputs.
 
-    Classes with a single image cannot be split and go to train (with a warning). When the test part would be
-    smaller than the number of classes, it is enlarged to one image per class so every class is evaluated.
+    Each class with two or more images gets round(test_fraction * n) test images by largest remainder, but at
+    least one and never all of them, so every class is evaluated and trained on; classes with a single image
+    go to train (with a warning). Rows are drawn per class with a seeded permutation.
     With `groups` (e.g. HAM10000 lesion_id), rows of one group land on the same side; the test part is then
     one fold of a seeded StratifiedGroupKFold with round(1 / test_fraction) folds.
     """
@@ -45,10 +46,29 @@ def stratified_split(labels: pd.Series | list[str], test_fraction: float = 0.2, 
             f"cannot split {len(pool)} images of {n_classes} classes with test_fraction={test_fraction}: "
             f"both parts need one image per class; add images or lower test_fraction"
         )
-    _, test_idx = train_test_split(np.asarray(pool.index), test_size=n_test, random_state=seed,
-                                   stratify=pool.to_numpy())
-    split.loc[test_idx] = "test"
+    quota = _allocate(pool.value_counts().sort_index(), n_test)
+    rng = np.random.default_rng(seed)
+    for cls, k in quota.items():
+        members = np.sort(np.asarray(pool.index[pool == cls]))
+        split.loc[rng.permutation(members)[:k]] = "test"
     return split
+
+
+def _allocate(counts: pd.Series, n_test: int) -> dict[str, int]:
+    """Test images per class: proportional (largest remainder), at least 1 and at most n - 1 per class."""
+    share = counts / counts.sum() * n_test
+    quota = np.clip(np.floor(share).astype(int), 1, counts - 1)
+    order = np.argsort(-(share - quota).to_numpy(), kind="stable")
+    i = 0
+    while quota.sum() < n_test:
+        j = order[i % len(order)]
+        if quota.iloc[j] < counts.iloc[j] - 1:
+            quota.iloc[j] += 1
+        i += 1
+    while quota.sum() > n_test:
+        j = int(np.argmax((quota - share).to_numpy() * (quota > 1)))
+        quota.iloc[j] -= 1
+    return {str(c): int(q) for c, q in quota.items()}
 
 
 def _grouped(labels: pd.Series, groups: pd.Series, test_fraction: float, seed: int) -> pd.Series:

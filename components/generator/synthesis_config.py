@@ -38,7 +38,7 @@ class SynthesizeConfig:
     validate: bool = True
     progress: bool = True
     metrics_file: str = "metrics/synthesize.json"
-    grid_file: str = "reports/figures/synthesize_pairs.png"  # Fig.-2-style grid (also logged to MLflow)
+    grid_file: str = "reports/synthesize/pairs_grid.png"  # Fig.-2-style grid (also logged to MLflow)
 
     def generation(self) -> GenerationSettings:
         return GenerationSettings(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from components.errors import ConfigError
 from components.tracking.lineage import lineage_tags
@@ -57,8 +58,22 @@ def configure(experiment: str | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment or EXPERIMENT)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment or EXPERIMENT
+        if mlflow.get_experiment_by_name(name) is None and artifact_root(uri):
+            try:
+                mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+            except MlflowException:  # created concurrently by another process
+                pass
+        mlflow.set_experiment(name)
     return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a sqlite store, `mlartifacts/` beside the database file (absolute: Ray trials change directory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return (db.parent / "mlartifacts").resolve().as_uri()
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

@@ -1,0 +1,115 @@
+"""Training data of the generator stages: manifest split + prompts + seeded, resumable augmentation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from components.data import manifest
+from components.data.categories import display_name
+from components.data.torch_dataset import PairDataset
+from components.data.transforms import build_transforms
+from components.errors import DataError
+
+
+def template_prompt(category: str) -> str:
+    """The paper's class prompt: 'a dermoscopic lesion photo of {class name} for skin cancer diagnosis'."""
+    return manifest.description_prefix(display_name(category)).rstrip(", ")
+
+
+def read_categories(data_dir: str | Path, df: pd.DataFrame | None = None) -> list[str]:
+    """Class codes from the dataset's categories.json, else the sorted categories of the manifest."""
+    path = Path(data_dir) / "categories.json"
+    if path.is_file():
+        return list(json.loads(path.read_text()))
+    if df is None:
+        df = manifest.read_manifest(data_dir)
+    return sorted(df["category"].unique())
+
+
+def load_split(data_dir: str | Path, split: str, descriptions_csv: str | Path = "",
+               stage: str = "generator") -> pd.DataFrame:
+    """Rows of `split` with a non-empty `prompt` column.
+
+    Prompts are the descriptions of descriptions_csv when that file exists (describe stage), else the
+    manifest's descriptions, else the paper's class template. Every row needs a mask.
+    """
+    df = manifest.read_manifest(data_dir)
+    if descriptions_csv and Path(descriptions_csv).is_file():
+        from components.describe import apply_descriptions
+
+        df = apply_descriptions(df, descriptions_csv)
+    part = df[df["split"] == split].reset_index(drop=True)
+    if part.empty:
+        raise DataError(f"{manifest.manifest_file(data_dir)}: no rows with split '{split}'; "
+                        f"re-run `prepare` with a test_fraction that leaves both splits non-empty")
+    manifest.require_masks(part, data_dir, stage)
+    desc = part["description"].fillna("").astype(str).str.strip()
+    part["prompt"] = [d if d else template_prompt(c) for d, c in zip(desc, part["category"])]
+    return part
+
+
+class SeededPairs(Dataset):
+    """PairDataset whose augmentation is drawn from a seed given with the index: item (index, seed).
+
+    A sample's augmentation then depends only on (seed, epoch, position), not on worker order, so an
+    interrupted run resumes with exactly the batches it would have seen.
+    """
+
+    def __init__(self, data_dir: str | Path, df: pd.DataFrame, resolution: int, augment: bool,
+                 categories: list[str]):
+        self.pairs = PairDataset(data_dir, df, build_transforms("generator", resolution, train=augment),
+                                 categories=categories)
+        self.prompts = df["prompt"].tolist()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        self.pairs.transform.set_random_seed(int(seed))
+        item = self.pairs[int(index)]
+        return {"image": item["image"], "mask": item["mask"], "label": item["label"],
+                "prompt": self.prompts[int(index)], "index": int(index)}
+
+
+class EpochBatches(Sampler):
+    """Batches of (index, augmentation seed) for one epoch, shuffled by (seed, epoch); can skip done batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, skip_batches: int = 0,
+                 drop_last: bool = True):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(n)
+        aug = rng.integers(0, 2**31 - 1, size=n)
+        stop = n - n % batch_size if drop_last else n
+        self.batches = [[(int(order[i]), int(aug[i])) for i in range(s, min(s + batch_size, stop))]
+                        for s in range(0, stop, batch_size)][skip_batches:]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    if n < batch_size:
+        raise DataError(f"the training split has {n} image(s), fewer than batch_size {batch_size}; "
+                        f"lower batch_size or add images")
+    return n // batch_size
+
+
+def load_arrays(data_dir: str | Path, df: pd.DataFrame, resolution: int,
+                categories: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """All rows resized (no augmentation) as tensors: images Nx3xRxR in [0, 1], masks Nx1xRxR in {0, 1}."""
+    pairs = PairDataset(data_dir, df, build_transforms("generator", resolution, train=False), categories=categories)
+    images, masks = [], []
+    for i in range(len(pairs)):
+        item = pairs[i]
+        images.append(item["image"])
+        masks.append(item["mask"])
+    return torch.stack(images), torch.stack(masks)

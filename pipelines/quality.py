@@ -1,0 +1,140 @@
+"""Stage `quality`: the paper's Table 1 (Real train vs Real test, Real train vs Synthetic train).
+
+Reads the `quality` section of params.yaml. Computes, overall and per class: Fréchet distance and KID in the
+configured feature space (FID/KID only with Inception weights; otherwise `fd_vae`/`kid_vae` in the project's VAE
+encoder space), LPIPS (only with local backbone weights, else reported unavailable with the reason), MS-SSIM,
+Wasserstein-1 distances of the mask statistics, and the image–mask consistency Dice. Writes metrics_file,
+<report_dir>/table1.md and the mask-statistics histograms; logs all of it to MLflow.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from components import atomic
+from components.config import to_dict
+from components.data import manifest
+from components.errors import DataError
+from components.quality.config import QualityConfig
+from components.quality.evaluate import CompareSettings, ImageSet, compare_sets, load_set
+from components.quality.features import create_extractor, resolve_device
+from components.quality.report import mask_stat_histograms, table1_markdown
+from components.quality.similarity import lpips_model, msssim_setup
+from components.tracking.figures import log_figure
+from components.tracking.mlflow_setup import stage_run
+from pipelines.cli import load_stage_config, run_main, stage_parser
+
+log = logging.getLogger("pipelines.quality")
+
+
+def _rows(root: str, split: str, categories: list[str]) -> pd.DataFrame:
+    df = manifest.read_manifest(root)
+    rows = df[(df["split"] == split) & df["category"].isin(categories)].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(f"{manifest.manifest_file(root)}: no rows of split '{split}' in the configured categories; "
+                        f"run the stage that writes it (prepare / synthesize) or fix quality.categories")
+    return rows
+
+
+def _numeric(prefix: str, obj, out: dict) -> dict:
+    """Flatten nested metrics to dotted MLflow keys, numbers only."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _numeric(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool) and np.isfinite(obj):
+        out[prefix] = float(obj)
+    return out
+
+
+def run(cfg: QualityConfig) -> dict:
+    """Compute Table 1 and write/log it; returns the metrics written to cfg.metrics_file."""
+    real_train = _rows(cfg.real_dir, "train", cfg.categories)
+    real_test = _rows(cfg.real_dir, "test", cfg.categories)
+    synthetic = _rows(cfg.synthetic_dir, "train", cfg.categories)
+    size = cfg.image_size or manifest.load_rgb(manifest.resolve(cfg.real_dir, real_train.iloc[0]["image_path"])).shape[0]
+    kernel, betas = msssim_setup(size, cfg.msssim_kernel_size)
+    device = resolve_device(cfg.device)
+    inputs = {"real": cfg.real_dir, "synthetic": cfg.synthetic_dir}
+    with stage_run("quality", to_dict(cfg), inputs=inputs):
+        t0 = time.perf_counter()
+        sets = {
+            "real_train": load_set("real_train", cfg.real_dir, real_train, size, cfg.progress),
+            "real_test": load_set("real_test", cfg.real_dir, real_test, size, cfg.progress),
+            "synthetic_train": load_set("synthetic_train", cfg.synthetic_dir, synthetic, size, cfg.progress),
+        }
+        extractor = create_extractor(cfg.feature_extractor, cfg.inception_weights, cfg.vae_dir, cfg.device,
+                                     cfg.batch_size)
+        log.info("feature space: %s (%s)", extractor.name, extractor.description)
+        for s in sets.values():
+            s.features = extractor(s.images)
+        lpips, lpips_reason = lpips_model(cfg.lpips_net, cfg.lpips_weights, device)
+        if lpips is None:
+            log.warning("LPIPS unavailable: %s", lpips_reason)
+        consistency = _consistency(cfg, real_train, sets) if cfg.consistency else {}
+        settings = CompareSettings(
+            fd_key=extractor.fd_key, kid_key=extractor.kid_key, kid_subsets=cfg.kid_subsets,
+            kid_subset_size=cfg.kid_subset_size, pairs=cfg.pairs, class_pairs=cfg.class_pairs,
+            msssim_kernel_size=cfg.msssim_kernel_size, min_class_samples=cfg.min_class_samples, seed=cfg.seed,
+            batch_size=cfg.batch_size, device=str(device))
+        kid_size = min(cfg.kid_subset_size, *(len(s) for s in sets.values()))  # one subset size for both rows
+        a = sets["real_train"]
+        results = {
+            "real_train_vs_real_test": compare_sets(a, sets["real_test"], cfg.categories, settings, lpips, kid_size),
+            "real_train_vs_synthetic_train": compare_sets(a, sets["synthetic_train"], cfg.categories, settings,
+                                                          lpips, kid_size),
+        }
+        metrics = {
+            **results,
+            "feature_space": extractor.name, "fd_key": extractor.fd_key, "kid_key": extractor.kid_key,
+            "kid_subset_size": kid_size, "image_size": size,
+            "ms_ssim_kernel_size": kernel, "ms_ssim_scales": len(betas),
+            "mask_stats": {name: s.stats.summary() for name, s in sets.items()},
+            "consistency": consistency,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        if lpips is None:
+            metrics["lpips_reason"] = lpips_reason
+        atomic.write_json(cfg.metrics_file, metrics)
+        mlflow.log_metrics(_numeric("", metrics, {}))
+        mlflow.set_tags({"quality.feature_space": extractor.name, "quality.lpips": "yes" if lpips else "unavailable"})
+        report = Path(cfg.report_dir)
+        table = table1_markdown(results, extractor.fd_key, extractor.kid_key, extractor.description, lpips_reason)
+        atomic.write_text(report / "table1.md", table)
+        mlflow.log_text(table, "quality/table1.md")
+        log_figure(mask_stat_histograms({n: s.stats for n, s in sets.items()}), "quality/mask_stats.png",
+                   save_to=report / "mask_stats.png")
+        log.info("\n%s", table.split("\n## ")[0])
+    return metrics
+
+
+def _consistency(cfg: QualityConfig, real_train: pd.DataFrame, sets: dict[str, ImageSet]) -> dict:
+    from components.quality.consistency import SegmenterSettings, consistency_dice, train_reference_segmenter
+
+    s = SegmenterSettings(name=cfg.segmenter, size=cfg.segmenter_size, epochs=cfg.segmenter_epochs,
+                          batch_size=cfg.segmenter_batch_size, lr=cfg.segmenter_lr, seed=cfg.seed,
+                          device=cfg.device, progress=cfg.progress)
+    model, history = train_reference_segmenter(cfg.real_dir, real_train, cfg.categories, s)
+    out = {"segmenter": cfg.segmenter, "train_seconds": round(history["train_seconds"], 1),
+           "final_train_loss": history["loss_history"][-1] if history["loss_history"] else float("nan")}
+    for name in ("real_test", "synthetic_train"):
+        ds = sets[name]
+        ds.consistency = consistency_dice(model, ds.images, ds.masks, cfg.segmenter_size, cfg.batch_size)
+        out[f"{name}_dice"] = float(ds.consistency.mean())
+    log.info("consistency Dice (mask vs segmenter trained on real train): real test %.3f, synthetic %.3f",
+             out["real_test_dice"], out["synthetic_train_dice"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("quality", "Table 1: feature distances, LPIPS, MS-SSIM, mask statistics, consistency.")
+    args = parser.parse_args(argv)
+    run_main(lambda: run(load_stage_config(QualityConfig, "quality", args)))
+
+
+if __name__ == "__main__":
+    main()
