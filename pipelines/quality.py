@@ -41,6 +41,16 @@ def _rows(root: str, split: str, categories: list[str]) -> pd.DataFrame:
     return rows
 
 
+def comparison_size(real_dir: str, real: pd.DataFrame, synthetic_dir: str, synthetic: pd.DataFrame) -> int:
+    """The smaller image side of the two datasets: the larger set is downsampled rather than the smaller one
+    upsampled, so a lower generator resolution is not mistaken for lower quality."""
+    sides = []
+    for root, rows in ((real_dir, real), (synthetic_dir, synthetic)):
+        image = manifest.load_rgb(manifest.resolve(root, rows.iloc[0]["image_path"]))
+        sides.append(min(image.shape[:2]))
+    return min(sides)
+
+
 def _numeric(prefix: str, obj, out: dict) -> dict:
     """Flatten nested metrics to dotted MLflow keys, numbers only."""
     if isinstance(obj, dict):
@@ -56,7 +66,7 @@ def run(cfg: QualityConfig) -> dict:
     real_train = _rows(cfg.real_dir, "train", cfg.categories)
     real_test = _rows(cfg.real_dir, "test", cfg.categories)
     synthetic = _rows(cfg.synthetic_dir, "train", cfg.categories)
-    size = cfg.image_size or manifest.load_rgb(manifest.resolve(cfg.real_dir, real_train.iloc[0]["image_path"])).shape[0]
+    size = cfg.image_size or comparison_size(cfg.real_dir, real_train, cfg.synthetic_dir, synthetic)
     kernel, betas = msssim_setup(size, cfg.msssim_kernel_size)
     device = resolve_device(cfg.device)
     inputs = {"real": cfg.real_dir, "synthetic": cfg.synthetic_dir}

@@ -9,6 +9,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"  # albumentations asks PyPI for updates at import
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("MLFLOW_RUN_ID", None)
 os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("OPENAI_BASE_URL", None)  # describe: tests never reach an LLM server unless they start one

@@ -143,3 +143,49 @@ def test_mask_statistics_by_hand():
     assert d["w1_components"] == pytest.approx(1.0)
     assert d["w1_area_fraction"] == pytest.approx(((18 - 16) + 16) / 64 / 2)
     assert a.summary()["area_fraction_mean"] == 0.25
+
+
+def test_feature_space_names_and_inception_file_detection(tmp_path):
+    from components.quality.features import create_extractor, inception_kind, resolve_kind
+
+    assert resolve_kind("auto", "") == "vae"
+    reference = tmp_path / "pt_inception.pth"
+    torch.save({"fc.weight": torch.zeros(1008, 4)}, reference)  # the FID reference net has 1008 logits
+    tv = tmp_path / "inception_v3_tv.pth"
+    torch.save({"fc.weight": torch.zeros(1000, 4)}, tv)
+    assert (inception_kind(reference), inception_kind(tv)) == ("inception", "tv_inception")
+    with pytest.raises(ConfigError, match="torch-fidelity"):
+        create_extractor("auto", str(reference))
+    with pytest.raises(ConfigError, match="needs quality.inception_weights"):
+        resolve_kind("tv_inception", "")
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_kind("auto", str(tmp_path / "missing.pth"))
+
+
+def test_vae_feature_space_on_a_four_channel_vae(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from components.generator.presets import tiny_vae_config
+    from components.quality.features import create_extractor
+
+    cfg = {**tiny_vae_config(sample_size=16), "in_channels": 4, "out_channels": 4}
+    AutoencoderKL(**cfg).save_pretrained(tmp_path / "vae4")
+    ex = create_extractor("vae", vae_dir=str(tmp_path / "vae4"), device="cpu", batch_size=2)
+    feats = ex(_images(3, 16, 0))
+    assert (ex.fd_key, ex.kid_key) == ("fd_vae", "kid_vae")
+    assert feats.shape == (3, 2 * cfg["block_out_channels"][-1]) and np.isfinite(feats).all()
+    assert np.allclose(ex(_images(3, 16, 0)), feats)  # deterministic (eval mode, no sampling)
+
+
+@pytest.mark.slow
+def test_torchvision_inception_feature_space(tmp_path):
+    import torchvision
+
+    from components.quality.features import create_extractor
+
+    torch.manual_seed(0)
+    weights = tmp_path / "inception_v3.pth"
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), weights)
+    ex = create_extractor("auto", str(weights), device="cpu", batch_size=2)
+    assert (ex.name, ex.fd_key, ex.kid_key) == ("tv_inception", "fid_tv", "kid_tv")
+    assert ex(_images(3, 32, 1)).shape == (3, 2048)

@@ -163,14 +163,26 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
+@lru_cache(maxsize=64)
+def _cubic_upsampler(size: int, cells: int) -> tuple[np.ndarray, float]:
+    """(size x cells+3) Catmull-Rom interpolation matrix and the factor that gives the result unit variance."""
+    u = (np.arange(size) + 0.5) / size * cells + 1.0  # grid coordinate of each pixel centre
+    base = np.floor(u).astype(int)
+    t = u - base
+    weights = np.stack([(-t ** 3 + 2 * t ** 2 - t) / 2, (3 * t ** 3 - 5 * t ** 2 + 2) / 2,
+                        (-3 * t ** 3 + 4 * t ** 2 + t) / 2, (t ** 3 - t ** 2) / 2], axis=1)
+    mat = np.zeros((size, cells + 3), np.float64)
+    for k in range(4):
+        mat[np.arange(size), base - 1 + k] = weights[:, k]
+    var = float((mat ** 2).sum(1).mean())
+    return mat.astype(np.float32), 1.0 / var
+
+
 def _smooth(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Smooth random field of roughly unit std with about `cells` bumps across the image."""
-    small = rng.standard_normal((cells + 3, cells + 3)).astype(np.float32)
-    big = Image.fromarray(small, mode="F").resize((size + size * 3 // cells, size + size * 3 // cells),
-                                                  Image.BICUBIC)
-    off = size * 3 // cells // 2
-    # 1.2 ~ 1 / std of a bicubic-interpolated unit-variance grid; exact normalisation is not needed
-    return np.asarray(big, dtype=np.float32)[off:off + size, off:off + size] * 1.2
+    """Smooth random field of about unit std with about `cells` bumps across the image (separable cubic)."""
+    mat, norm = _cubic_upsampler(size, cells)
+    grid = rng.standard_normal((cells + 3, cells + 3)).astype(np.float32)
+    return (mat @ grid @ mat.T) * np.float32(norm)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -380,10 +392,8 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     dist, theta = shape.frame(yy, xx)
     # Lobulated, non-polar irregularity: warp the distance field with smooth noise (the mask follows it).
     dist = dist * (1 + 1.2 * style.irregularity * _smooth(rng, size, 7))
-    r = shape.rad(theta)
+    r = np.maximum(shape.rad(theta), 2.5 / size)  # at least a few pixels wide, even at 16 px
     mask = dist < r
-    if mask.sum() < max(4, size * size // 400):  # never leave a lesion out entirely
-        mask = dist < np.maximum(r, 2.5 / size)
     rel = np.clip(dist / np.maximum(r, 1e-6), 0, 1)
 
     # Lesion colour: a main colour, extra colours in smooth patches, mottling, darker/lighter centre.
@@ -406,8 +416,8 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     if "network" in feats or "atypical_network" in feats or "faint_network" in feats:
         atypical = "atypical_network" in feats
         period = max(rng.uniform(5, 8) * px, 3.0 / size)  # at least 3 pixels, or it aliases at small sizes
-        net = _network(rng, size, yy, xx, period=period, warp=0.6 if atypical else 0.25,
-                       width=0.45 if atypical else 0.35)
+        net = _network(rng, size, yy, xx, period=period * rng.uniform(0.9, 1.15), warp=0.7 if atypical else 0.4,
+                       width=0.45 if atypical else 0.3)
         if atypical:
             strength = np.clip(0.3 + 0.3 * _smooth(rng, size, 3), 0, 0.55)
         elif "faint_network" in feats:
@@ -450,16 +460,18 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
         cx_, cy_ = _points_in(rng, shape, int(rng.integers(3, 9)), (0.0, 0.85))
         les = _blend(les, (70, 52, 34), 0.8 * _blobs(size, cx_, cy_, rng.uniform(1.2, 2.0) * px))
     if "cerebriform" in feats:
-        warp = 0.03 * _smooth(rng, size, 5)
-        a = rng.uniform(0, math.pi)
-        ridges = np.sin(2 * math.pi * ((xx * math.cos(a) + yy * math.sin(a)) + warp) / (rng.uniform(6, 9) * px))
-        les = les * (1 - 0.3 * np.clip(ridges, 0, 1) ** 2)[..., None]
+        # brain-like gyri: ridges whose direction wanders (two warped phases), darker furrows between them
+        period = max(rng.uniform(6, 9) * px, 3.0 / size)
+        phase = (xx * math.cos(rng.uniform(0, math.pi)) + yy * math.sin(rng.uniform(0, math.pi))
+                 + 0.08 * _smooth(rng, size, 4) + 0.03 * _smooth(rng, size, 8))
+        furrows = np.clip(np.sin(2 * math.pi * phase / period), 0, 1) ** 3
+        les = les * (1 - 0.22 * furrows * np.clip(0.6 + 0.5 * _smooth(rng, size, 3), 0, 1))[..., None]
     if "scale" in feats:
         sc = _sigmoid((_smooth(rng, size, 9) - rng.uniform(0.3, 1.0)) / 0.2) * (rel < 0.95)
         les = _blend(les, (236, 226, 204), rng.uniform(0.5, 0.85) * sc)
         names.append("white-yellow")
     if "strawberry" in feats:
-        les = les * (1 - 0.25 * _network(rng, size, yy, xx, 6 * px, 0.3, 0.3))[..., None]
+        les = les * (1 - 0.16 * _network(rng, size, yy, xx, max(6 * px, 3.0 / size), 0.55, 0.4))[..., None]
         les = _blend(les, (200, 70, 80), 0.35 * np.ones_like(rel))
     if "dotted_vessels" in feats:
         vx, vy = _points_in(rng, shape, int(rng.integers(15, 45)), (0.0, 0.95))

@@ -10,7 +10,6 @@ A failing summary names every failing expectation and the rows (image_id and fil
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -200,7 +199,7 @@ def _context():
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def build_suite(kind: str, categories: tuple[str, ...] | list[str], columns: list[str]):
+def build_suite(kind: str, categories: tuple[str, ...] | list[str]):
     """The ExpectationSuite for a `kind` ('real' or 'synthetic') manifest with the given categories."""
     gx, gxe = _gx()
     suite = gx.ExpectationSuite(name=f"manifest_{kind}")
@@ -226,20 +225,20 @@ def build_suite(kind: str, categories: tuple[str, ...] | list[str], columns: lis
     return suite
 
 
-def _prepare_frame(raw: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, list[str]]:
+def _prepare_frame(raw: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Missing required columns added as nulls, empty strings made null, numbers parsed (None if not numbers)."""
     df = raw.copy()
     required = list(manifest.REQUIRED_COLUMNS) + (list(manifest.PROVENANCE_COLUMNS) if kind == "synthetic" else [])
-    missing = [c for c in required if c not in df.columns]
-    for c in missing:
-        df[c] = None
+    for c in required:
+        if c not in df.columns:
+            df[c] = None
     for c in required:
         if c != "mask_path":
             df[c] = df[c].map(lambda v: None if (v is None or (isinstance(v, str) and not v.strip())) else v)
     for c in ("width", "height", "num_inference_steps", "guidance_scale", "seed"):
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df, missing
+    return df
 
 
 def validate_frame(root: str | Path, raw: pd.DataFrame, kind: str = "real",
@@ -250,14 +249,14 @@ def validate_frame(root: str | Path, raw: pd.DataFrame, kind: str = "real",
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     gx, _ = _gx()
     root = Path(root)
-    df, _missing = _prepare_frame(raw, kind)
+    df = _prepare_frame(raw, kind)
     df = file_checks(root, df, require_masks=require_masks)
     df["_line"] = np.arange(len(df)) + 2  # CSV line (header is line 1)
 
     context = _context()
     batch = (context.data_sources.add_pandas("manifest").add_dataframe_asset("rows")
              .add_batch_definition_whole_dataframe("all_rows"))
-    suite = context.suites.add(build_suite(kind, categories, list(df.columns)))
+    suite = context.suites.add(build_suite(kind, categories))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(data=batch, suite=suite, name=f"manifest_{kind}"))
     result = definition.run(batch_parameters={"dataframe": df},

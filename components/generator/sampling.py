@@ -65,17 +65,21 @@ class DualGenerator:
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: torch.nn.Module, tokenizer,
                  scheduler_config: dict, version: str, resolution: int | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 prepare: bool = True):
+        """Wrap loaded modules; `prepare` moves them to device/dtype and freezes them (False: use as they are,
+        e.g. for validation samples of modules in training, which the caller keeps on `device` in eval mode)."""
         require_dual(vae, "DualGenerator")
         self.device = runtime.resolve_device(device or "auto")
         self.dtype = dtype or (runtime.weight_dtype("auto", self.device))
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
-        for module in (unet, vae, text_encoder):
-            module.to(device=self.device, dtype=self.dtype)
-            module.eval()
-            module.requires_grad_(False)
-        if self.device.type == "cuda":
-            self.unet.to(memory_format=torch.channels_last)
+        if prepare:
+            for module in (unet, vae, text_encoder):
+                module.to(device=self.device, dtype=self.dtype)
+                module.eval()
+                module.requires_grad_(False)
+            if self.device.type == "cuda":
+                self.unet.to(memory_format=torch.channels_last)
         self.scheduler_config = dict(scheduler_config)
         self.version = version
         self.factor = base_models.vae_factor(vae)

@@ -12,7 +12,7 @@ class QualityConfig:
     real_dir: str = "data/real"
     synthetic_dir: str = "data/synthetic"
     categories: list[str] = field(default_factory=lambda: list(HAM10000_CATEGORIES))
-    image_size: int = 0                 # images compared at this side (0 = the real images' size)
+    image_size: int = 0                 # images compared at this side (0 = the smaller of real and synthetic)
     feature_extractor: str = "auto"     # auto | inception | tv_inception | vae (components/quality/features.py)
     inception_weights: str = ""         # local Inception-v3 weights file; "" = the project VAE feature space
     vae_dir: str = "models/base"        # diffusers folder whose vae/ gives the `vae` feature space

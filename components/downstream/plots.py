@@ -1,0 +1,68 @@
+"""Figures of the downstream stages: confusion matrices, prediction overlays, real/synthetic/hybrid bars."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from components.tracking.figures import overlay, pair_grid  # noqa: E402
+
+TRAIN_SET_COLOURS = {"real": "#4C72B0", "synthetic": "#DD8452", "hybrid": "#55A868"}
+TRAIN_SET_LABELS = {"real": "Real only", "synthetic": "Synth only", "hybrid": "50% Real + 50% Synth"}
+
+
+def confusion_figure(cm: np.ndarray, categories: list[str], title: str) -> plt.Figure:
+    """Confusion matrix (rows true, columns predicted) with counts, coloured by row-normalised rate."""
+    cm = np.asarray(cm, dtype=float)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(categories)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.55 * n))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), categories, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), categories, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_figure(images: np.ndarray, truths: np.ndarray, preds: np.ndarray, ids: list[str]) -> plt.Figure:
+    """One row per image: the image, the ground-truth overlay, the predicted overlay (uint8 HxWx3 / HxW)."""
+    rows = []
+    for img, gt, pr, image_id in zip(images, truths, preds, ids):
+        rows.append((image_id, [("image", img), ("ground truth", overlay(img, gt)),
+                                ("prediction", overlay(img, pr, color=(255, 60, 60)))]))
+    return pair_grid(rows)
+
+
+def bar_figure(table: dict[str, dict[str, tuple[float, float]]], metric_label: str, title: str) -> plt.Figure:
+    """Grouped bars: one group per architecture, one bar per training set, error bars = std over folds.
+
+    `table[arch][train_set] = (mean, std)`.
+    """
+    archs = list(table)
+    sets = [s for s in TRAIN_SET_COLOURS if any(s in table[a] for a in archs)]
+    width = 0.8 / max(len(sets), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(archs), 3.2))
+    x = np.arange(len(archs))
+    for k, s in enumerate(sets):
+        means = [table[a].get(s, (np.nan, 0.0))[0] for a in archs]
+        stds = [table[a].get(s, (np.nan, 0.0))[1] for a in archs]
+        bars = ax.bar(x + (k - (len(sets) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
+                      color=TRAIN_SET_COLOURS[s], label=TRAIN_SET_LABELS[s])
+        for bar, m in zip(bars, means):
+            if np.isfinite(m):
+                ax.text(bar.get_x() + bar.get_width() / 2, m, f"{m:.1f}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, archs, fontsize=8)
+    ax.set_ylabel(metric_label)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig

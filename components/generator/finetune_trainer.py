@@ -1,0 +1,328 @@
+"""LoRA fine-tuning of the UNet on 4-channel (RGB + mask) latents with the multi-objective loss (paper eq. 8).
+
+    L = λ1·MSE(ε̂ or v̂, target) + λ2·BCE(mask) + λ3·Dice(mask)
+
+The mask terms need mask logits: x̂0 is predicted from the UNet output with the scheduler's ᾱ_t, decoded by
+the frozen adapted decoder, and channel 4 is compared with the true mask. They are gated/weighted by timestep
+(`mask_loss_max_timestep`, `mask_loss_weighting`). Timesteps, prompt dropout and the gate are drawn on the
+host, so the trainer knows which samples to decode without waiting on the device; losses are accumulated on
+the device and read every `log_every` steps.
+
+Resumable: checkpoints hold LoRA + optimiser + LR scheduler + RNG states + position + loss history; batches and
+their augmentation depend only on (seed, epoch, position), so a resumed run reproduces the uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import cast_training_params
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from components.config import to_dict
+from components.generator import checkpoints, losses, lora as lora_lib, runtime
+from components.generator.base_models import BaseModel, load_base, vae_factor
+from components.generator.config import FinetuneConfig, check_resolution
+from components.generator.data import EpochBatches, SeededPairs, batches_per_epoch, load_split, read_categories, \
+    template_prompt
+from components.generator.sampling import DualGenerator, load_dual_vae
+from components.generator.vae_surgery import MASK_CHANNEL, to_vae_input
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("mse", "bce", "dice", "total")
+# Settings a checkpoint must share with the run that resumes it.
+RESUME_KEYS = ("lora_rank", "lora_alpha", "target_modules", "batch_size", "resolution", "seed", "base_model",
+               "augment", "learning_rate", "lambda_diffusion", "lambda_bce", "lambda_dice")
+
+ValidationCallback = Callable[[int, list], None]
+
+
+@dataclass
+class FinetuneResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    lora_dir: Path | None = None
+    validation_rows: list = field(default_factory=list)
+
+
+class FinetuneTrainer:
+    """Set up from a FinetuneConfig; `run()` trains, checkpoints, validates and saves the LoRA."""
+
+    def __init__(self, cfg: FinetuneConfig, on_metrics: runtime.MetricsCallback | None = None,
+                 on_validation: ValidationCallback | None = None, progress: bool = True):
+        self.cfg = cfg
+        self.on_metrics, self.on_validation, self.progress = on_metrics, on_validation, progress
+        self.device = runtime.resolve_device(cfg.device)
+        self.dtype = runtime.weight_dtype(cfg.mixed_precision, self.device)
+        runtime.seed_everything(cfg.seed)
+
+        self.base: BaseModel = load_base(cfg.base_model)
+        self.vae = load_dual_vae(cfg.vae_dir)
+        self.factor = vae_factor(self.vae)
+        check_resolution(cfg.resolution, self.factor, "finetune")
+        if self.factor != self.base.vae_factor:
+            raise_mismatch(cfg, self.factor, self.base.vae_factor)
+        self.unet, self.text_encoder, self.tokenizer = self.base.unet, self.base.text_encoder, self.base.tokenizer
+        self.noise_scheduler = self.base.noise_scheduler
+        self.alphas = self.noise_scheduler.alphas_cumprod.float()          # CPU copy for host-side weights
+        self.alphas_dev = self.alphas.to(self.device)
+        self.scale = float(self.vae.config.scaling_factor)
+
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.requires_grad_(False)
+            module.to(self.device, dtype=self.dtype)
+            module.eval()
+        if self.device.type == "cuda":
+            self.unet.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
+        self.params = lora_lib.add_lora(self.unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
+        cast_training_params(self.unet, dtype=torch.float32)   # LoRA weights in fp32 over a bf16/fp16 base
+        if cfg.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            self.vae.enable_gradient_checkpointing()   # the mask loss backpropagates through the decoder
+
+        self.train_df = load_split(cfg.data_dir, "train", cfg.descriptions_csv, stage="finetune")
+        self.categories = read_categories(cfg.data_dir, self.train_df)
+        self.dataset = SeededPairs(cfg.data_dir, self.train_df, cfg.resolution, cfg.augment, self.categories)
+        self.steps_per_epoch = batches_per_epoch(len(self.dataset), cfg.batch_size)
+        self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
+        self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.adam_weight_decay)
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                          num_training_steps=self.total_steps)
+        self.host_gen = torch.Generator("cpu").manual_seed(cfg.seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.cached: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        self.global_step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.resumed_from: Path | None = None
+
+    # --------------------------------------------------------------------------------- resume / save
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"host": self.host_gen, "noise": self.noise_gen}
+
+    def maybe_resume(self) -> None:
+        path = checkpoints.resolve_resume(self.cfg.checkpoint_dir, self.cfg.resume)
+        if path is None:
+            return
+        lora, state, meta = checkpoints.load_checkpoint(path)
+        checkpoints.check_compatible(meta, to_dict(self.cfg), RESUME_KEYS, path)
+        lora_lib.set_lora_state(self.unet, {k: v.to(self.device) for k, v in lora.items()})
+        cast_training_params(self.unet, dtype=torch.float32)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        runtime.set_rng_state(state["rng"], self._generators())
+        self.global_step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        self.history = [dict(zip(("step", *LOSS_NAMES), row)) for row in meta["loss_history"]]
+        self.resumed_from = path
+        log.info("resumed from %s (step %d, epoch %d)", path, self.global_step, self.epoch)
+
+    def save_checkpoint(self) -> Path:
+        meta = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "config": to_dict(self.cfg),
+                "loss_history": [[h["step"], *(h[k] for k in LOSS_NAMES)] for h in self.history]}
+        state = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+                 "rng": runtime.rng_state(self._generators())}
+        return checkpoints.save_checkpoint(self.cfg.checkpoint_dir, self.global_step, lora_lib.lora_state(self.unet),
+                                           state, meta, self.cfg.checkpoints_total_limit)
+
+    def save_lora(self) -> Path:
+        """Final LoRA into cfg.out_dir, written beside it and swapped in whole."""
+        out = Path(self.cfg.out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            lora_lib.save_lora(self.unet, tmp, {
+                "resolution": self.cfg.resolution, "base_model": self.base.ref, "base_identity": self.base.identity,
+                "vae_dir": str(self.cfg.vae_dir), "prediction_type": self.base.prediction_type,
+                "steps": self.global_step, "categories": self.categories})
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    # -------------------------------------------------------------------------------------- training
+    def cache_latents(self) -> None:
+        """Encode the (unaugmented) training set once: posterior mean and std per image, on the device."""
+        means, stds = [], []
+        with torch.no_grad(), runtime.autocast(self.device, self.dtype):
+            for start in range(0, len(self.dataset), 32):
+                items = [self.dataset[i] for i in range(start, min(start + 32, len(self.dataset)))]
+                x = to_vae_input(torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items]))
+                dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
+                means.append(dist.mean.float())
+                stds.append(dist.std.float())
+        self.cached = (torch.cat(means), torch.cat(stds))
+
+    def compute_losses(self, batch: dict, timesteps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to backpropagate, detached [mse, bce, dice, total, n_gated]) for one batch."""
+        cfg, device = self.cfg, self.device
+        mask = batch["mask"].to(device)
+        n = len(mask)
+        with torch.no_grad(), runtime.autocast(device, self.dtype):
+            if self.cached is not None:
+                mean, std = self.cached[0][batch["index"].to(device)], self.cached[1][batch["index"].to(device)]
+                latents = mean + std * torch.randn(mean.shape, generator=self.noise_gen, device=device)
+            else:
+                x = to_vae_input(batch["image"].to(device), mask).to(self.dtype)
+                latents = self.vae.encode(x).latent_dist.sample(generator=self.noise_gen).float()
+            latents = latents * self.scale
+        # Host-side draws: timesteps, prompt dropout and the mask-loss gate need no device round trip.
+        t = timesteps if timesteps is not None else torch.randint(
+            0, len(self.alphas), (n,), generator=self.host_gen)
+        drop = torch.rand(n, generator=self.host_gen) < cfg.prompt_dropout
+        prompts = ["" if d else p for d, p in zip(drop.tolist(), batch["prompt"])]
+        weights = losses.mask_loss_weights(t, self.alphas, cfg.mask_loss_max_timestep, cfg.mask_loss_weighting)
+        gated = torch.nonzero(weights > 0).flatten()
+        noise = torch.randn(latents.shape, generator=self.noise_gen, device=device)
+        t_dev = t.to(device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t_dev)
+        with torch.no_grad():
+            context = runtime.encode_prompts(self.text_encoder, self.tokenizer, prompts, device)
+        with runtime.autocast(device, self.dtype):
+            pred = self.unet(noisy.to(self.dtype), t_dev, encoder_hidden_states=context).sample
+        target = losses.diffusion_target(latents, noise, t_dev, self.alphas_dev, self.base.prediction_type)
+        mse = F.mse_loss(pred.float(), target.float())
+        zero = mse.new_zeros(())
+        bce = dice = bce_w = dice_w = zero
+        if len(gated):
+            g = gated.to(device)
+            x0 = losses.predict_x0(pred[g], noisy[g], t_dev[g], self.alphas_dev, self.base.prediction_type)
+            with runtime.autocast(device, self.dtype):
+                decoded = self.vae.decode((x0 / self.scale).to(self.dtype)).sample
+            logits = decoded[:, MASK_CHANNEL:MASK_CHANNEL + 1].float()
+            bce_s, dice_s = losses.bce_per_sample(logits, mask[g]), losses.dice_per_sample(logits, mask[g])
+            w = weights[gated].to(device)
+            bce_w, dice_w = (w * bce_s).sum() / n, (w * dice_s).sum() / n
+            bce, dice = bce_s.mean(), dice_s.mean()
+        loss = cfg.lambda_diffusion * mse + cfg.lambda_bce * bce_w + cfg.lambda_dice * dice_w
+        n_gated = torch.tensor(float(len(gated)), device=device)
+        return loss, torch.stack([mse.detach(), bce.detach(), dice.detach(), loss.detach(), n_gated])
+
+    def train_step(self, batch: dict, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimiser step; returns the detached loss components (on the device)."""
+        loss, parts = self.compute_losses(batch, timesteps)
+        loss.backward()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return parts
+
+    def _flush(self, pending: list[tuple[int, torch.Tensor]]) -> None:
+        """Move buffered per-step losses to the host (one sync) and report them."""
+        if not pending:
+            return
+        values = torch.stack([p for _, p in pending]).cpu().tolist()
+        for (step, _), (mse, bce, dice, total, n_gated) in zip(pending, values):
+            row = {"step": step, "mse": mse, "bce": bce if n_gated else float("nan"),
+                   "dice": dice if n_gated else float("nan"), "total": total}
+            self.history.append(row)
+            if self.on_metrics:
+                self.on_metrics({k: v for k, v in row.items() if k != "step" and not math.isnan(v)}, step)
+        pending.clear()
+
+    def validation_rows(self, steps: int | None = None) -> list:
+        """One row per class (template prompt): generated image, mask, overlay."""
+        from components.tracking.figures import overlay
+
+        self.unet.eval()
+        gen = DualGenerator(self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler.config,
+                            version="validation", resolution=self.cfg.resolution, device=self.device,
+                            dtype=self.dtype, prepare=False)
+        prompts = [template_prompt(c) for c in self.categories]
+        pairs = gen.generate(prompts, [self.cfg.seed + i for i in range(len(prompts))],
+                             num_inference_steps=steps or self.cfg.validation_steps,
+                             guidance_scale=self.cfg.guidance_scale, batch_size=8, progress=False)
+        self.unet.train()
+        return [(c, [("image", img), ("mask", (m * 255).astype(np.uint8)), ("overlay", overlay(img, m))])
+                for c, (img, m) in zip(self.categories, pairs)]
+
+    def run(self) -> FinetuneResult:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.maybe_resume()
+        if cfg.cache_latents:
+            self.cache_latents()
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        start_step = self.global_step
+        self.unet.train()
+        pending: list[tuple[int, torch.Tensor]] = []
+        rows: list = []
+        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="finetune", unit="step",
+                   disable=not self.progress)
+        while self.global_step < self.total_steps and self.epoch < self.n_epochs:
+            sampler = EpochBatches(len(self.dataset), cfg.batch_size, cfg.seed, self.epoch, self.batch_in_epoch)
+            loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                pin_memory=self.device.type == "cuda", persistent_workers=False)
+            for batch in loader:
+                parts = self.train_step(batch)
+                self.global_step += 1
+                self.batch_in_epoch += 1
+                pending.append((self.global_step, parts))
+                bar.update(1)
+                last = self.global_step >= self.total_steps
+                if self.global_step % cfg.log_every == 0 or last:
+                    self._flush(pending)
+                    bar.set_postfix(loss=f"{self.history[-1]['total']:.4f}")
+                if self.global_step % cfg.checkpoint_every == 0:
+                    self._flush(pending)
+                    self.save_checkpoint()
+                if last:
+                    break
+            epoch_done = self.batch_in_epoch >= self.steps_per_epoch
+            if epoch_done:
+                if (self.epoch + 1) % cfg.validation_every_epochs == 0 or self.global_step >= self.total_steps:
+                    rows = self.validation_rows()
+                    if self.on_validation:
+                        self.on_validation(self.epoch + 1, rows)
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self._flush(pending)
+        bar.close()
+        t_train = time.perf_counter()
+        if not rows:
+            rows = self.validation_rows()
+            if self.on_validation:
+                self.on_validation(self.epoch + (1 if self.batch_in_epoch else 0), rows)
+        lora_dir = self.save_lora()
+        return FinetuneResult(metrics=self._metrics(start_step, t0, t_train), history=list(self.history),
+                              lora_dir=lora_dir, validation_rows=rows)
+
+    def _metrics(self, start_step: int, t0: float, t_train: float) -> dict[str, float]:
+        tail = self.history[-max(1, len(self.history) // 10):]
+        out: dict[str, float] = {}
+        for name in LOSS_NAMES:
+            values = [h[name] for h in tail if not math.isnan(h[name])]
+            out[f"final_{name}"] = float(np.mean(values)) if values else float("nan")
+        steps_run = self.global_step - start_step
+        out.update(steps=self.global_step, steps_this_run=steps_run, epochs=self.epoch,
+                   seconds_train=t_train - t0, seconds_per_step=(t_train - t0) / max(steps_run, 1),
+                   trainable_params=sum(p.numel() for p in self.params), train_images=len(self.dataset),
+                   resumed_from_step=start_step)
+        return out
+
+
+def raise_mismatch(cfg: FinetuneConfig, vae_f: int, base_f: int) -> None:
+    from components.errors import ModelError
+
+    raise ModelError(f"{cfg.vae_dir}: the adapted VAE downsamples by {vae_f} but the base model's VAE by {base_f}; "
+                     f"re-run adapt_vae on this base model ({cfg.base_model})")

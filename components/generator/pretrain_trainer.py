@@ -1,0 +1,220 @@
+"""Pretraining of the `tiny` base model from scratch: 3-channel VAE first, then UNet + text encoder.
+
+The offline stand-in for a public Stable Diffusion checkpoint: the VAE learns to reconstruct the training
+images (MSE + a small KL), its latent scale is fitted so latents have unit variance (the `scaling_factor` of
+the saved config), then the UNet learns ε-prediction on the VAE latents conditioned on the descriptions (some
+prompts replaced by the paper's class template, some dropped for classifier-free guidance).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+from components.generator import base_models, losses, runtime
+from components.generator.config import PretrainConfig, check_resolution
+from components.generator.data import load_arrays, load_split, read_categories, template_prompt
+from components.generator.sampling import ddim_sample, initial_noise
+from components.generator.tokenizer import build_project_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    model: base_models.BaseModel
+    metrics: dict[str, float]
+    recon_rows: list = field(default_factory=list)    # (label, [(title, array), ...]) for pair_grid
+    sample_rows: list = field(default_factory=list)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 flips/rotations of a BxCxHxW batch (k in 0..7); lesions have no orientation."""
+    if k & 4:
+        x = x.transpose(-1, -2)
+    return torch.rot90(x, k & 3, dims=(-2, -1))
+
+
+def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
+              on_metrics: runtime.MetricsCallback | None = None) -> list[float]:
+    """Train the 3-channel VAE on images Nx3xHxW in [0, 1]; returns the per-step losses."""
+    vae.to(device).train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_learning_rate, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, min(50, cfg.vae_steps // 10), cfg.vae_steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[float] = []
+    running = torch.zeros(3, device=device)
+    bar = tqdm(range(cfg.vae_steps), desc="pretrain vae", unit="step")
+    for step in bar:
+        idx = torch.randint(len(images), (cfg.vae_batch_size,), generator=gen)
+        x = dihedral(images[idx], int(torch.randint(8, (1,), generator=gen))).to(device) * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=None)).sample
+        mse = F.mse_loss(recon, x)
+        kl = losses.kl_per_sample(posterior.mean, posterior.logvar).mean()
+        loss = mse + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running += torch.stack([loss.detach(), mse.detach(), kl.detach()])
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.vae_steps:
+            n = cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every
+            total, mse_v, kl_v = (running / n).tolist()
+            running.zero_()
+            history.append(total)
+            bar.set_postfix(loss=f"{total:.4f}")
+            if on_metrics:
+                on_metrics({"vae_loss": total, "vae_mse": mse_v, "vae_kl": kl_v}, step + 1)
+    vae.eval().requires_grad_(False)
+    return history
+
+
+@torch.no_grad()
+def encode_dataset(vae, images: torch.Tensor, device: torch.device, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and log-variance (unscaled) of every image, on CPU."""
+    means, logvars = [], []
+    for i in range(0, len(images), batch_size):
+        dist = vae.encode(images[i:i + batch_size].to(device) * 2 - 1).latent_dist
+        means.append(dist.mean.cpu())
+        logvars.append(dist.logvar.cpu())
+    return torch.cat(means), torch.cat(logvars)
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = images.to(device) * 2 - 1
+    return ((vae.decode(vae.encode(x).latent_dist.mode()).sample + 1) / 2).clamp(0, 1).cpu()
+
+
+def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.Tensor, prompt_ids: torch.Tensor,
+               template_ids: torch.Tensor, empty_ids: torch.Tensor, labels: torch.Tensor, cfg: PretrainConfig,
+               device: torch.device, on_metrics: runtime.MetricsCallback | None = None) -> list[float]:
+    """ε-prediction training of the UNet (and text encoder) on scaled VAE latents."""
+    unet, text_encoder, sched_cfg = model.unet, model.text_encoder, model.noise_scheduler
+    unet.to(device).train().requires_grad_(True)
+    text_encoder.to(device).train().requires_grad_(cfg.train_text_encoder)
+    params = list(unet.parameters()) + (list(text_encoder.parameters()) if cfg.train_text_encoder else [])
+    opt = torch.optim.AdamW(params, lr=cfg.unet_learning_rate, weight_decay=1e-2)
+    sched = get_cosine_schedule_with_warmup(opt, min(100, cfg.unet_steps // 10), cfg.unet_steps)
+    scale = float(model.vae.config.scaling_factor)
+    alphas = sched_cfg.alphas_cumprod
+    n_train = int(sched_cfg.config.num_train_timesteps)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    history: list[float] = []
+    running = torch.zeros((), device=device)
+    bar = tqdm(range(cfg.unet_steps), desc="pretrain unet", unit="step")
+    for step in bar:
+        idx = torch.randint(len(mean), (cfg.unet_batch_size,), generator=gen)
+        eps = torch.randn(mean[idx].shape, generator=gen)
+        latents = (mean[idx] + (0.5 * logvar[idx]).exp() * eps) * scale
+        latents = dihedral(latents, int(torch.randint(8, (1,), generator=gen))).to(device)
+        # Prompt per sample: dropped (CFG), the class template, or the image's description.
+        u = torch.rand(len(idx), generator=gen)
+        ids = prompt_ids[idx].clone()
+        use_template = (u >= cfg.prompt_dropout) & (u < cfg.prompt_dropout + cfg.template_prompt_fraction)
+        ids[use_template] = template_ids[labels[idx][use_template]]
+        ids[u < cfg.prompt_dropout] = empty_ids
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        t = torch.randint(0, n_train, (len(idx),), generator=gen).to(device)
+        noisy = sched_cfg.add_noise(latents, noise, t)
+        context = text_encoder(ids.to(device))[0]
+        pred = unet(noisy, t, encoder_hidden_states=context).sample
+        target = losses.diffusion_target(latents, noise, t, alphas, model.prediction_type)
+        loss = F.mse_loss(pred.float(), target.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running += loss.detach()
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.unet_steps:
+            n = cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every
+            value = float(running) / n
+            running.zero_()
+            history.append(value)
+            bar.set_postfix(loss=f"{value:.4f}")
+            if on_metrics:
+                on_metrics({"unet_loss": value, "unet_lr": sched.get_last_lr()[0]}, step + 1)
+    unet.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    return history
+
+
+@torch.no_grad()
+def sample_images(model: base_models.BaseModel, prompts: list[str], seeds: list[int], steps: int,
+                  guidance_scale: float, device: torch.device) -> np.ndarray:
+    """RGB samples (N x H x W x 3 uint8) from a 3-channel base model with DDIM."""
+    unet, vae = model.unet.to(device), model.vae.to(device)
+    size = unet.config.sample_size
+    noise = initial_noise(seeds, (unet.config.in_channels, size, size)).to(device)
+    cond = runtime.encode_prompts(model.text_encoder.to(device), model.tokenizer, prompts, device)
+    uncond = runtime.encode_prompts(model.text_encoder, model.tokenizer, [""] * len(prompts), device)
+    scheduler = DDIMScheduler.from_config(model.noise_scheduler.config)
+    latents = ddim_sample(unet, scheduler, cond, uncond, noise, steps, guidance_scale)
+    rgb = ((vae.decode(latents / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+    return (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def pretrain_tiny(cfg: PretrainConfig, on_metrics: runtime.MetricsCallback | None = None) -> PretrainResult:
+    """Train the tiny preset from scratch on cfg.data_dir's training split; returns the model and metrics."""
+    device = runtime.resolve_device(cfg.device)
+    runtime.seed_everything(cfg.seed)
+    t0 = time.perf_counter()
+    train = load_split(cfg.data_dir, "train", cfg.descriptions_csv, stage="pretrain")
+    test = load_split(cfg.data_dir, "test", cfg.descriptions_csv, stage="pretrain")
+    categories = read_categories(cfg.data_dir, train)
+    tokenizer = build_project_tokenizer(train["prompt"].tolist(), vocab_size=cfg.tokenizer_vocab_size)
+    model = base_models.build_preset("tiny", tokenizer, resolution=cfg.resolution, seed=cfg.seed)
+    check_resolution(cfg.resolution, model.vae_factor, "pretrain")
+    images, _ = load_arrays(cfg.data_dir, train, cfg.resolution, categories)
+    n_eval = min(len(test), 256)
+    test_images, _ = load_arrays(cfg.data_dir, test.iloc[:n_eval], cfg.resolution, categories)
+    t_data = time.perf_counter()
+
+    def tagged(prefix: str):
+        return (lambda values, step: on_metrics({f"{prefix}/{k}": v for k, v in values.items()}, step)) \
+            if on_metrics else None
+
+    vae_history = train_vae(model.vae, images, cfg, device, tagged("pretrain_vae"))
+    mean, logvar = encode_dataset(model.vae, images, device)
+    std = float(mean.std())
+    model.vae.register_to_config(scaling_factor=1.0 / std)
+    recon = reconstruct(model.vae, test_images, device)
+    test_psnr = float(losses.psnr(recon, test_images).mean())
+    t_vae = time.perf_counter()
+
+    prompt_ids = runtime.tokenize(tokenizer, train["prompt"].tolist())
+    template_ids = runtime.tokenize(tokenizer, [template_prompt(c) for c in categories])
+    empty_ids = runtime.tokenize(tokenizer, [""])[0]
+    index = {c: i for i, c in enumerate(categories)}
+    labels = torch.tensor([index[c] for c in train["category"]])
+    unet_history = train_unet(model, mean, logvar, prompt_ids, template_ids, empty_ids, labels, cfg, device,
+                              tagged("pretrain_unet"))
+    t_unet = time.perf_counter()
+
+    model.to("cpu")
+    n_show = min(8, len(test_images))
+    recon_rows = [("original", [(f"{i}", (test_images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+                                for i in range(n_show)]),
+                  ("reconstruction", [(f"{i}", (recon[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+                                      for i in range(n_show)])]
+    samples = sample_images(model, [template_prompt(c) for c in categories for _ in range(3)],
+                            [s for _ in categories for s in range(3)], cfg.sample_steps, 1.22, torch.device("cpu"))
+    sample_rows = [(c, [(f"seed {s}", samples[i * 3 + s]) for s in range(3)]) for i, c in enumerate(categories)]
+    metrics = {
+        "vae_final_loss": vae_history[-1], "vae_test_psnr": test_psnr, "scaling_factor": 1.0 / std,
+        "unet_final_loss": float(np.mean(unet_history[-3:])), "train_images": len(train),
+        "seconds_data": t_data - t0, "seconds_vae": t_vae - t_data, "seconds_unet": t_unet - t_vae,
+        "seconds_total": time.perf_counter() - t0,
+        **{k: v for k, v in base_models.describe(model).items() if isinstance(v, (int, float))},
+    }
+    return PretrainResult(model=model, metrics=metrics, recon_rows=recon_rows, sample_rows=sample_rows)

@@ -1,0 +1,39 @@
+"""Stage `segment`: cross-validated lesion segmentation on real, synthetic and 50/50 hybrid training sets.
+
+Same protocol as `classify` (pipelines/classify.py) with the segmenter registry (U-Net / ResNet-34,
+DeepLabV3+ / ResNet-50), the Dice loss, and Dice, IoU, ASD, HD and HD95 in pixels (at the configured image
+size) as metrics. Writes <out_dir>/results.csv, the best checkpoints and metrics/segment.json; logs a parent
+MLflow run per architecture with a child run per fold and training set (with prediction overlays) and registers
+the best model of each architecture as `skindualgen-segmenter-<arch>` (alias challenger).
+"""
+from __future__ import annotations
+
+import logging
+
+from components.downstream.config import DownstreamConfig, resolve
+from components.downstream.runner import run_cv
+from components.downstream.tasks import SegmentationTask
+from pipelines.cli import load_stage_config, run_main, stage_parser
+
+log = logging.getLogger("pipelines.segment")
+
+
+def run(cfg: DownstreamConfig) -> dict:
+    """Run (or resume) the segmentation protocol; returns the metrics written to the metrics file."""
+    resolved = resolve(cfg, "segment")
+    log.info("segment: preset %s, %s, %d folds, %d px, train sets %s", resolved.preset, resolved.architectures,
+             resolved.n_folds, resolved.image_size, resolved.train_sets)
+    result = run_cv(SegmentationTask(), resolved)
+    log.info("segment: %d trainings run, %d resumed from %s in %.0f s", result["trainings_run"],
+             result["trainings_skipped"], result["results_csv"], result["seconds"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("segment", "Cross-validated segmentation on real / synthetic / hybrid training sets.")
+    args = parser.parse_args(argv)
+    run_main(lambda: run(load_stage_config(DownstreamConfig, "segment", args)))
+
+
+if __name__ == "__main__":
+    main()

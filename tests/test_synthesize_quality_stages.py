@@ -1,0 +1,125 @@
+"""The synthesize and quality stages end to end on a tiny toy dataset (seeded pair double, tiny VAE)."""
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from diffusers import AutoencoderKL
+
+from components.config import load_section
+from components.data import manifest
+from components.data.toy import generate_toy
+from components.generator.presets import tiny_vae_config
+from components.generator.synthesis_config import SynthesizeConfig
+from components.quality.config import QualityConfig
+from components.quality.evaluate import CompareSettings, compare_sets, load_set
+from pipelines import quality, synthesize
+from tests.synthesis_support import SeededPairs
+
+CATS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stages")
+    generate_toy(root / "real", n_images=42, size=32, seed=3, progress=False)
+    torch_vae = AutoencoderKL(**tiny_vae_config(sample_size=32))
+    torch_vae.save_pretrained(root / "base" / "vae")
+    return root
+
+
+def _synth_cfg(root, **kw) -> SynthesizeConfig:
+    return SynthesizeConfig(real_dir=str(root / "real"), descriptions_file="", out_dir=str(root / "synthetic"),
+                            mode="match", scale=0.5, num_inference_steps=2, batch_size=4, progress=False,
+                            metrics_file=str(root / "metrics" / "synthesize.json"),
+                            grid_file=str(root / "reports" / "pairs.png"), **kw)
+
+
+def test_params_sections_load(repo_root):
+    assert load_section(SynthesizeConfig, "synthesize", repo_root / "params.yaml").num_inference_steps == 45
+    assert load_section(QualityConfig, "quality", repo_root / "params.yaml").inception_weights == ""
+
+
+def test_synthesize_stage_writes_a_validated_set_and_resumes(workspace):
+    cfg = _synth_cfg(workspace)
+    gen = SeededPairs(size=32)
+    metrics = synthesize.run(cfg, generator=gen)
+    df = manifest.read_manifest(cfg.out_dir, manifest.REQUIRED_COLUMNS + manifest.PROVENANCE_COLUMNS)
+    real_train = manifest.read_manifest(cfg.real_dir).query("split == 'train'")
+    assert metrics["planned"] == round(0.5 * len(real_train)) == len(df) + metrics["rejected"]
+    assert metrics["validation_success"] == 1 and metrics["seconds_per_pair"] > 0
+    assert set(df["source"]) == {"synthetic"} and set(df["split"]) == {"train"}
+    assert all(d.startswith("a dermoscopic lesion photo of") for d in df["description"])
+    assert (workspace / "reports" / "pairs.png").stat().st_size > 0
+    assert json.loads((workspace / "metrics" / "synthesize.json").read_text())["accepted"] == len(df)
+    run = mlflow.search_runs(experiment_names=["skindualgen"], filter_string="tags.stage = 'synthesize'",
+                             output_format="list")[0]
+    assert run.data.metrics["accepted"] == len(df) and run.data.tags["generator_version"] == "seeded-pairs-1"
+    again = SeededPairs(size=32)
+    metrics = synthesize.run(cfg, generator=again)
+    assert again.calls == [] and metrics["resumed"] == metrics["planned"]
+
+
+def test_quality_stage_table1(workspace):
+    if not (workspace / "synthetic" / "manifest.csv").exists():
+        synthesize.run(_synth_cfg(workspace), generator=SeededPairs(size=32))
+    cfg = QualityConfig(real_dir=str(workspace / "real"), synthetic_dir=str(workspace / "synthetic"),
+                        vae_dir=str(workspace / "base"), kid_subsets=5, pairs=40, class_pairs=8, segmenter_size=32,
+                        segmenter_epochs=1, segmenter_batch_size=8, min_class_samples=3, progress=False,
+                        metrics_file=str(workspace / "metrics" / "quality.json"),
+                        report_dir=str(workspace / "reports" / "quality"))
+    m = quality.run(cfg)
+    assert (m["feature_space"], m["fd_key"], m["ms_ssim_scales"]) == ("vae", "fd_vae", 3)
+    for row in ("real_train_vs_real_test", "real_train_vs_synthetic_train"):
+        r = m[row]
+        assert r["fd_vae"] > 0 and np.isfinite(r["kid_vae"]) and 0 < r["ms_ssim"] < 1
+        assert r["lpips"] == "unavailable" and 0 <= r["consistency_dice"] <= 1
+        assert {"w1_area_fraction", "w1_compactness", "w1_components"} <= set(r)
+        assert set(r["per_class"]) <= set(CATS) and r["per_class"]
+    assert "lpips_weights" in m["lpips_reason"]
+    # noise images with discs are farther from the toy drawings than the real test split is
+    assert m["real_train_vs_synthetic_train"]["fd_vae"] > m["real_train_vs_real_test"]["fd_vae"]
+    assert m["real_train_vs_synthetic_train"]["kid_vae"] > m["real_train_vs_real_test"]["kid_vae"]
+    table = (workspace / "reports" / "quality" / "table1.md").read_text()
+    assert "| Real Train vs Synth Train |" in table and "fd_vae" in table and "LPIPS unavailable" in table
+    assert (workspace / "reports" / "quality" / "mask_stats.png").stat().st_size > 0
+    assert json.loads((workspace / "metrics" / "quality.json").read_text())["image_size"] == 32
+
+
+def test_identical_sets_have_zero_distances(workspace):
+    df = manifest.read_manifest(workspace / "real")
+    rows = df[df["split"] == "train"].reset_index(drop=True)
+    a = load_set("a", workspace / "real", rows, 32)
+    b = load_set("b", workspace / "real", rows, 32)
+    rng = np.random.default_rng(0)
+    a.features = b.features = rng.normal(size=(len(rows), 4))
+    r = compare_sets(a, b, CATS, CompareSettings(fd_key="fd", kid_key="kid", kid_subsets=3, pairs=20,
+                                                  class_pairs=5))
+    assert r["fd"] == pytest.approx(0.0, abs=1e-9)
+    assert r["w1_area_fraction"] == r["w1_compactness"] == r["w1_components"] == 0.0
+
+
+@pytest.mark.slow
+def test_synthesize_with_a_real_dual_generator(workspace, tmp_path):
+    """The stage drives components.generator.sampling.DualGenerator (random tiny weights, no LoRA)."""
+    from components.generator.base_models import build_preset, save_base
+    from components.generator.vae_surgery import expand_to_dual
+
+    base = build_preset("tiny", resolution=16, seed=0)
+    save_base(base, tmp_path / "base")
+    expand_to_dual(base.vae).save_pretrained(tmp_path / "vae4")
+    cfg = SynthesizeConfig(real_dir=str(workspace / "real"), descriptions_file="", base_dir=str(tmp_path / "base"),
+                           vae_dir=str(tmp_path / "vae4"), lora_dir="", out_dir=str(tmp_path / "synthetic"),
+                           mode="counts", counts={"mel": 3, "df": 2}, prompt_source="template",
+                           num_inference_steps=3, batch_size=4, device="cpu", progress=False,
+                           # random weights give noisy masks: accept them, this test is about the plumbing
+                           min_area_fraction=0.0, max_area_fraction=1.0, full_frame_fraction=1.0,
+                           max_components=10_000, metrics_file=str(tmp_path / "m.json"),
+                           grid_file=str(tmp_path / "grid.png"))
+    metrics = synthesize.run(cfg)
+    df = manifest.read_manifest(cfg.out_dir)
+    assert metrics["planned"] == 5 and len(df) + metrics["rejected"] == 5
+    assert set(df["width"]) <= {16} and df["generator_version"].str.startswith("gen-").all()
+    assert metrics["seconds_per_pair"] > 0
