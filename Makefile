@@ -7,6 +7,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+export GX_ANALYTICS_ENABLED := false
 
 .PHONY: install test test-all demo smoke bench ui clean
 

@@ -121,12 +121,9 @@ def _deeplabv3plus_resnet50(num_classes: int) -> nn.Module:
 def _tiny_unet(num_classes: int) -> nn.Module:
     import segmentation_models_pytorch as smp
 
-    net = smp.Unet("resnet18", encoder_depth=3, encoder_weights=None, decoder_channels=(32, 16, 8),
-                   in_channels=3, classes=num_classes)
-    # depth 3 never runs layer3/layer4; drop them so the tiny model is tiny on disk too
-    net.encoder.layer3 = nn.Identity()
-    net.encoder.layer4 = nn.Identity()
-    return net
+    # timm's `test_resnet` (a ~50k-parameter ResNet) through smp's timm-universal encoder: no download
+    return smp.Unet("tu-test_resnet", encoder_depth=3, encoder_weights=None, decoder_channels=(16, 8, 8),
+                    in_channels=3, classes=num_classes)
 
 
 register_segmenter(SegmenterSpec(
@@ -137,4 +134,4 @@ register_segmenter(SegmenterSpec(
     encoder_cache=_tv_resnet_cache("ResNet50_Weights"), size_multiple=16,
     description="DeepLabV3+, ResNet-50 encoder (output stride 16)"))
 register_segmenter(SegmenterSpec(
-    name="tiny_unet", build=_tiny_unet, size_multiple=8, description="3-level U-Net (ResNet-18 stem) for tests"))
+    name="tiny_unet", build=_tiny_unet, size_multiple=8, description="3-level U-Net on timm test_resnet, for tests"))
