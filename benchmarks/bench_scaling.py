@@ -30,19 +30,19 @@ def run(s: Settings, device: torch.device, log=print) -> tuple[harness.Table, di
                                           baseline=base_name, info={"resolution": r, "batch": b}))
                 base_name = base_name or name
         results = harness.run_cases(cases, device, warmup=1, repeats=s.scaling_repeats, interleave=False,
-                                       prime="first", log=log)
+                                       prime="first", max_seconds=s.scaling_seconds, log=log)
     finally:
         fx.cleanup()
     base = results[base_name]
     mem_kind = base.memory_kind
     table = harness.Table(
         f"d. Fine-tune step scaling ({s.preset}, LoRA rank {s.lora_rank}, mask losses on)",
-        ["resolution × batch", "median step (ms)", "samples/s", "IQR/median", f"peak MiB ({mem_kind})",
+        ["resolution × batch", "median step (ms)", "timed steps", "samples/s", "IQR/median", f"peak MiB ({mem_kind})",
          "step time vs baseline", "efficiency vs linear", "ratio vs baseline"])
     for m in results.values():
         r, b = m.info["resolution"], m.info["batch"]
         work = (r / base.info["resolution"]) ** 2 * b / base.info["batch"]
-        table.rows.append([m.name, f"{m.median * 1e3:.1f}", f"{m.throughput:.3g}", f"{m.spread:.2f}",
+        table.rows.append([m.name, f"{m.median * 1e3:.1f}", str(len(m.times)), f"{m.throughput:.3g}", f"{m.spread:.2f}",
                            harness.mib(m.peak_bytes), f"{m.median / base.median:.2f}×",
                            f"{work * base.median / m.median:.2f}",
                            "1.00× (baseline)" if m.name == base_name else f"{m.throughput / base.throughput:.2f}×"])

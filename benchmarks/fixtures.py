@@ -29,8 +29,8 @@ class Settings:
     preset: str = "tiny"
     device: str = "cpu"
     quick: bool = False
-    warmup: int = 2
-    repeats: int = 7
+    warmup: int = 3
+    repeats: int = 15
     # a. fine-tune
     train_resolution: int = 64
     train_batch: int = 4
@@ -55,6 +55,7 @@ class Settings:
     scaling_resolutions: list[int] = field(default_factory=lambda: [64, 128, 256])
     scaling_batches: list[int] = field(default_factory=lambda: [1, 2, 4])
     scaling_repeats: int = 3
+    scaling_seconds: float = 20.0      # a setting whose steps are slower gets fewer timed steps (≥ 2)
 
     @classmethod
     def for_preset(cls, preset: str, device: str, quick: bool) -> "Settings":
@@ -67,9 +68,9 @@ class Settings:
             s.classifier_size, s.classifier_batch = 224, 32
             s.segmenter_size, s.segmenter_batch = 256, 8
             s.downstream_steps = 10
-            s.repeats, s.warmup = 10, 3
+            s.repeats, s.warmup = 15, 5
         if quick:
-            s.repeats, s.warmup = 3, 1
+            s.repeats, s.warmup = 5, 1
             s.synthesis_repeats, s.downstream_repeats, s.scaling_repeats = 2, 2, 2
             s.downstream_steps = 2
             if preset == "tiny":
@@ -129,8 +130,9 @@ class InMemoryPairs(torch.utils.data.Dataset):
 class ModelDirs:
     """Base model, 4-channel VAE and a random LoRA, written once per run into a temporary directory.
 
-    `tiny` is saved as a diffusers folder (it is small); `sd2-base-random` is referenced by its preset name
-    (load_base builds it with the same seeded weights), so no multi-GB folder is written.
+    The preset is built once with seeded random weights and saved as a diffusers folder; every variant then
+    loads that folder through the public loaders (fast, and identical weights everywhere, even for the
+    1.3 B-parameter `sd2-base-random`, whose random initialisation alone takes about a minute on a CPU).
     """
 
     def __init__(self, preset: str, resolution: int, lora_rank: int = 4):
@@ -140,46 +142,38 @@ class ModelDirs:
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def build(self):
-        """A fresh BaseModel of the preset (seeded: every call gives the same weights as `base_ref` loads)."""
-        from components.generator.base_models import build_preset
-
-        return build_preset(self.preset, resolution=self.resolution if self.preset == "tiny" else None, seed=0)
-
     @cached_property
     def base_ref(self) -> str:
-        """What `base_model` / DualGenerator.from_dirs get: the saved folder (tiny) or the preset name."""
-        if self.preset != "tiny":
-            return self.preset
-        from components.generator.base_models import save_base
+        """The saved base-model folder (what `base_model` and DualGenerator.from_dirs get)."""
+        from components.generator.base_models import build_preset, save_base
 
-        return str(save_base(self.build(), self.root / "base"))
+        model = build_preset(self.preset, resolution=self.resolution if self.preset == "tiny" else None, seed=0)
+        return str(save_base(model, self.root / "base"))
 
-    def _fresh(self, component: str):
-        """One component with the preset's architecture (from the saved folder for tiny, from config else)."""
+    def build(self):
+        """A fresh BaseModel (3-channel VAE) loaded from the saved folder, on the CPU in fp32."""
+        from components.generator.base_models import load_base
+
+        return load_base(self.base_ref)
+
+    def _component(self, component: str):
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        from components.generator import presets
-
         cls = AutoencoderKL if component == "vae" else UNet2DConditionModel
-        if self.preset == "tiny":
-            return cls.from_pretrained(self.base_ref, subfolder=component)
-        torch.manual_seed(0)
-        preset = presets.get_preset(self.preset)
-        return cls(**(preset.vae() if component == "vae" else preset.unet()))
+        return cls.from_pretrained(self.base_ref, subfolder=component)
 
     @cached_property
     def vae_dir(self) -> Path:
         from components.generator.vae_surgery import expand_to_dual
 
         out = self.root / "vae4"
-        expand_to_dual(self._fresh("vae")).save_pretrained(out, safe_serialization=True)
+        expand_to_dual(self._component("vae")).save_pretrained(out, safe_serialization=True)
         return out
 
     @cached_property
     def lora_dir(self) -> Path:
         from components.generator import lora
 
-        unet = self._fresh("unet")
+        unet = self._component("unet")
         lora.add_lora(unet, self.lora_rank, float(self.lora_rank))
         return lora.save_lora(unet, self.root / "lora", {"resolution": self.resolution, "base_model": "bench"})

@@ -238,7 +238,7 @@ class Measurement:
 
 
 def run_cases(cases: Sequence[Case], device: torch.device, warmup: int, repeats: int,
-              interleave: bool = True, prime: str = "all",
+              interleave: bool = True, prime: str = "all", max_seconds: float | None = None,
               log: Callable[[str], None] = print) -> dict[str, Measurement]:
     """Set up, warm up and time `cases`; returns one Measurement per case name.
 
@@ -247,6 +247,8 @@ def run_cases(cases: Sequence[Case], device: torch.device, warmup: int, repeats:
     prime ("all" | "first" | "none"): set up and step those cases once, unmeasured, and free them first, so
     one-time process costs (lazy imports, kernel caches, library workspaces) are not charged to whichever
     case happens to be measured first.
+    max_seconds (sequential mode only): a case whose last warm-up call says `repeats` calls would take longer
+    gets fewer timed calls, but at least 2.
     """
     if warmup < 1 or repeats < 1:
         raise ValueError("warmup and repeats must be ≥ 1 (the first call allocates optimiser state)")
@@ -259,13 +261,17 @@ def run_cases(cases: Sequence[Case], device: torch.device, warmup: int, repeats:
         release_memory(device)
         log(f"  {case.name}: primed in {time.perf_counter() - t0:.1f}s")
 
+    last_warmup: dict[str, float] = {}
+
     def prepare(case: Case) -> None:
         t0 = time.perf_counter()
         with PeakMemory(device) as mem:
             step = case.setup()
             for _ in range(warmup):
+                t1 = time.perf_counter()
                 step()
-            sync(device)
+                sync(device)
+                last_warmup[case.name] = time.perf_counter() - t1
         steps[case.name] = step
         results[case.name] = Measurement(case.name, case.items, [], mem.peak_bytes, mem.kind, case.baseline,
                                          dict(case.info))
@@ -289,7 +295,10 @@ def run_cases(cases: Sequence[Case], device: torch.device, warmup: int, repeats:
     else:
         for case in cases:
             prepare(case)
-            for _ in range(repeats):
+            n = repeats
+            if max_seconds is not None:
+                n = max(2, min(repeats, int(max_seconds / max(last_warmup[case.name], 1e-9))))
+            for _ in range(n):
                 timed(case)
             steps.pop(case.name)
             release_memory(device)
@@ -338,7 +347,7 @@ def comparison_table(title: str, results: dict[str, Measurement], unit: str,
                      order: Sequence[str] | None = None) -> Table:
     """Rows: throughput, median step time, spread, peak memory, the baseline's name and the ratio to it."""
     mem_kind = next(iter(results.values())).memory_kind
-    table = Table(title, ["variant", unit, "median step (ms)", "IQR/median", f"peak MiB ({mem_kind})",
+    table = Table(title, ["variant", unit, "median call (ms)", "IQR/median", f"peak MiB ({mem_kind})",
                           "baseline", "ratio vs baseline"])
     for name in order or list(results):
         m = results[name]

@@ -32,9 +32,9 @@ CLASSIFY_PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "architectures": ["resnet34", "squeezenet1_1"],
-        "n_folds": 3, "image_size": 64, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine",
+        "n_folds": 3, "image_size": 64, "batch_size": 32, "lr": 5e-4, "lr_schedule": "cosine",
         "epochs": {"default": 3},
-        "max_train_images": 480, "pretrained": "", "num_workers": 0, "pin_memory": False,
+        "max_train_images": 400, "pretrained": "", "num_workers": 0, "pin_memory": False,
         "eval_batch_size": 128,
     },
 }
@@ -196,6 +196,8 @@ class ReportConfig:
     """The `report` section: where the recorded results are and what the figures show."""
     classify_results: str = "models/downstream/classify/results.csv"
     segment_results: str = "models/downstream/segment/results.csv"
+    classify_metrics: str = "metrics/classify.json"   # its fingerprints select the current rows of the CSV
+    segment_metrics: str = "metrics/segment.json"
     classify_models: str = "models/downstream/classify"
     quality_metrics: str = "metrics/quality.json"
     real_dir: str = "data/real"
@@ -206,6 +208,7 @@ class ReportConfig:
     xai_architectures: list[str] = field(default_factory=list)   # empty: every classifier with checkpoints
     xai_image_ids: list[str] = field(default_factory=list)       # empty: one test image per class
     xai_occlusion_window: int = 0                                # 0: image_size // 8
+    xai_size: int = 0                                            # 0: the size the models were trained at
     classify_metric: str = "f1"                                  # bar plot metric
     segment_metric: str = "dice"
     seed: int = 42

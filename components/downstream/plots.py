@@ -42,27 +42,32 @@ def segmentation_figure(images: np.ndarray, truths: np.ndarray, preds: np.ndarra
     return pair_grid(rows)
 
 
-def bar_figure(table: dict[str, dict[str, tuple[float, float]]], metric_label: str, title: str) -> plt.Figure:
-    """Grouped bars: one group per architecture, one bar per training set, error bars = std over folds.
-
-    `table[arch][train_set] = (mean, std)`.
-    """
-    archs = list(table)
-    sets = [s for s in TRAIN_SET_COLOURS if any(s in table[a] for a in archs)]
-    width = 0.8 / max(len(sets), 1)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(archs), 3.2))
-    x = np.arange(len(archs))
-    for k, s in enumerate(sets):
-        means = [table[a].get(s, (np.nan, 0.0))[0] for a in archs]
-        stds = [table[a].get(s, (np.nan, 0.0))[1] for a in archs]
-        bars = ax.bar(x + (k - (len(sets) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
-                      color=TRAIN_SET_COLOURS[s], label=TRAIN_SET_LABELS[s])
-        for bar, m in zip(bars, means):
-            if np.isfinite(m):
-                ax.text(bar.get_x() + bar.get_width() / 2, m, f"{m:.1f}", ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(x, archs, fontsize=8)
-    ax.set_ylabel(metric_label)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+def bar_figure(panels: list[tuple[dict[str, dict[str, tuple[float, float]]], str, str]]) -> plt.Figure:
+    """Grouped bars, one panel per (table, metric label, title): a group per architecture, a bar per training
+    set, error bars = std over folds. `table[arch][train_set] = (mean, std)`."""
+    panels = [p for p in panels if p[0]]
+    widths = [1.6 + 1.3 * len(table) for table, _, _ in panels] or [3.0]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(sum(widths), 3.4), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (table, metric_label, title) in zip(axes[0], panels):
+        archs = list(table)
+        sets = [s for s in TRAIN_SET_COLOURS if any(s in table[a] for a in archs)]
+        width = 0.8 / max(len(sets), 1)
+        x = np.arange(len(archs))
+        for k, s in enumerate(sets):
+            means = [table[a].get(s, (np.nan, 0.0))[0] for a in archs]
+            stds = [table[a].get(s, (np.nan, 0.0))[1] for a in archs]
+            bars = ax.bar(x + (k - (len(sets) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
+                          color=TRAIN_SET_COLOURS[s], label=TRAIN_SET_LABELS[s])
+            for bar, m in zip(bars, means):
+                if np.isfinite(m):
+                    ax.text(bar.get_x() + bar.get_width() / 2, m, f"{m:.1f}", ha="center", va="bottom", fontsize=6)
+        ax.set_xticks(x, archs, fontsize=7)
+        ax.set_ylabel(metric_label, fontsize=8)
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=6, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no results recorded", ha="center", va="center")
+        axes[0][0].axis("off")
     fig.tight_layout()
     return fig

@@ -106,8 +106,24 @@ def load_external(cfg: Resolved, categories: list[str], needs_masks: bool) -> tu
     return cv.with_root(df, root), ""
 
 
+# The code whose change changes results: part of the fingerprint, so a rerun after such a change retrains.
+RESULT_CODE = ("components/downstream/training.py", "components/downstream/classifiers.py",
+               "components/downstream/segmenters.py", "components/downstream/cv.py", "components/downstream/tasks.py",
+               "components/downstream/metrics.py", "components/data/transforms.py", "components/data/torch_dataset.py")
+
+
 def _data_hash(path: str | Path) -> str:
     return dvc_md5(path) if Path(path).exists() else "absent"
+
+
+def code_hash() -> str:
+    """Hash of the training / evaluation code (RESULT_CODE)."""
+    root = Path(components.__file__).resolve().parent.parent
+    h = hashlib.sha1()
+    for rel in RESULT_CODE:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _file_sha(path: Path) -> str:
@@ -190,7 +206,7 @@ def run_cv(task, cfg: Resolved) -> dict:
         log.info(note)
     eval_names = ["val", "test"] + (["external"] if external is not None else [])
 
-    data_hashes = {"real": _data_hash(cfg.real_dir)}
+    data_hashes = {"real": _data_hash(cfg.real_dir), "code": code_hash()}
     if pool is not None:
         data_hashes["synthetic"] = _data_hash(cfg.synthetic_dir)
     if external is not None:

@@ -91,7 +91,8 @@ def attribution_maps(model: ImageClassifier, image: torch.Tensor, target: int | 
         win = occlusion_window or max(2, min(h, w) // 8)
         stride = max(1, win // 2)
         attr = Occlusion(model).attribute(x, target=target, sliding_window_shapes=(3, win, win),
-                                          strides=(3, stride, stride), baselines=0.5)
+                                          strides=(3, stride, stride), baselines=0.5,
+                                          perturbations_per_eval=32)
         maps["occlusion"] = _unit(attr[0].sum(0).clamp(min=0))
     return {m: maps[m] for m in methods}, target, float(probs[target])
 

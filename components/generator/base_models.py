@@ -172,12 +172,42 @@ def load_base(ref: str | Path, device: torch.device | str | None = None,
     return model
 
 
-def _load_diffusers(ref: str, original: str) -> BaseModel:
-    local = Path(ref).is_dir()
-    if local:
+def load_vae(ref: str | Path) -> AutoencoderKL:
+    """Only the VAE of a base model (folder, pointer, hub id or random preset), in eval mode."""
+    original = str(ref)
+    ref = resolve_ref(ref)
+    if presets.is_preset(ref):
+        return load_base(ref).vae
+    _check_ref(ref, original)
+    try:
+        return AutoencoderKL.from_pretrained(ref, subfolder="vae").eval()
+    except (OSError, ValueError) as exc:
+        raise _load_error(ref, original, exc) from None
+
+
+def validate_ref(ref: str | Path) -> str:
+    """Check a base-model reference without loading weights: preset, complete folder or hub-id form."""
+    resolved = resolve_ref(ref)
+    if not presets.is_preset(resolved):
+        _check_ref(resolved, str(ref))
+    return resolved
+
+
+def _check_ref(ref: str, original: str) -> None:
+    if Path(ref).is_dir():
         check_folder(ref)
     elif not _HUB_ID.match(ref):
         raise ModelError(f"{original}: not a model folder, base.json pointer or hub id; {_FIX}")
+
+
+def _load_error(ref: str, original: str, exc: Exception) -> ModelError:
+    where = "the folder" if Path(ref).is_dir() else "the local Hugging Face cache (offline mode never downloads)"
+    return ModelError(f"{original}: cannot load base model {ref!r} from {where}: {exc}. Download it first "
+                      f"(huggingface-cli download {ref}) or point base_model at a local diffusers folder")
+
+
+def _load_diffusers(ref: str, original: str) -> BaseModel:
+    _check_ref(ref, original)
     try:
         unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet")
         vae = AutoencoderKL.from_pretrained(ref, subfolder="vae")
@@ -185,9 +215,7 @@ def _load_diffusers(ref: str, original: str) -> BaseModel:
         tokenizer = CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer")
         noise_scheduler = DDPMScheduler.from_pretrained(ref, subfolder="scheduler")
     except (OSError, ValueError) as exc:
-        where = "the folder" if local else "the local Hugging Face cache (offline mode never downloads)"
-        raise ModelError(f"{original}: cannot load base model {ref!r} from {where}: {exc}. Download it first "
-                         f"(huggingface-cli download {ref}) or point base_model at a local diffusers folder") from None
+        raise _load_error(ref, original, exc) from None
     if unet.config.in_channels != 4 or unet.config.out_channels != 4:
         raise ModelError(f"{ref}: the UNet has {unet.config.in_channels}/{unet.config.out_channels} in/out "
                          f"channels; Stable Diffusion 2.x latents have 4. Use an SD 2.x base model")

@@ -17,13 +17,14 @@ class PretrainConfig:
     out_dir: str = "models/base"
     metrics_file: str = "metrics/pretrain.json"
     resolution: int = 64                # training resolution (the toy images are resized to it)
-    vae_steps: int = 700
+    vae_steps: int = 800
     vae_batch_size: int = 16
+    vae_crop: int = 32                  # train the (convolutional) VAE on random crops of this side; 0: whole images
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 1800
+    unet_steps: int = 1200
     unet_batch_size: int = 32
-    unet_learning_rate: float = 6e-4
+    unet_learning_rate: float = 1e-3
     train_text_encoder: bool = True
     prompt_dropout: float = 0.1         # empty prompt for classifier-free guidance
     template_prompt_fraction: float = 0.3   # use the paper's short class prompt instead of the description

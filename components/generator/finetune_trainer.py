@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +32,7 @@ from components.config import to_dict
 from components.generator import checkpoints, losses, lora as lora_lib, runtime
 from components.generator.base_models import BaseModel, load_base, vae_factor
 from components.generator.config import FinetuneConfig, check_resolution
+from components.generator.folders import staged_dir
 from components.generator.data import EpochBatches, SeededPairs, batches_per_epoch, load_split, read_categories, \
     template_prompt
 from components.generator.sampling import DualGenerator, load_dual_vae
@@ -142,20 +140,12 @@ class FinetuneTrainer:
 
     def save_lora(self) -> Path:
         """Final LoRA into cfg.out_dir, written beside it and swapped in whole."""
-        out = Path(self.cfg.out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with staged_dir(self.cfg.out_dir) as tmp:
             lora_lib.save_lora(self.unet, tmp, {
                 "resolution": self.cfg.resolution, "base_model": self.base.ref, "base_identity": self.base.identity,
                 "vae_dir": str(self.cfg.vae_dir), "prediction_type": self.base.prediction_type,
                 "steps": self.global_step, "categories": self.categories})
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        out = Path(self.cfg.out_dir)
         return out
 
     # -------------------------------------------------------------------------------------- training

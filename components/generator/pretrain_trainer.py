@@ -54,7 +54,11 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, device: torch.devi
     bar = tqdm(range(cfg.vae_steps), desc="pretrain vae", unit="step")
     for step in bar:
         idx = torch.randint(len(images), (cfg.vae_batch_size,), generator=gen)
-        x = dihedral(images[idx], int(torch.randint(8, (1,), generator=gen))).to(device) * 2 - 1
+        x = dihedral(images[idx], int(torch.randint(8, (1,), generator=gen)))
+        if 0 < cfg.vae_crop < x.shape[-1]:
+            top, left = (int(v) for v in torch.randint(x.shape[-1] - cfg.vae_crop + 1, (2,), generator=gen))
+            x = x[..., top:top + cfg.vae_crop, left:left + cfg.vae_crop]
+        x = x.to(device) * 2 - 1
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=None)).sample
         mse = F.mse_loss(recon, x)

@@ -14,11 +14,6 @@ from components.config import load_section
 from components.data.categories import display_name
 from components.data.manifest import description_prefix, read_manifest
 from components.generator.config import FinetuneConfig
-from components.generator.finetune_trainer import FinetuneTrainer
-from components.generator.sampling import DualGenerator
-from components.quality.distances import frechet_distance_features
-from components.quality.evaluate import load_set, resize_image
-from components.quality.features import create_extractor
 
 
 @dataclass(frozen=True)
@@ -55,6 +50,8 @@ def _reference(settings: dict, size: int) -> tuple[np.ndarray, list[str]]:
     test = read_manifest(root)
     test = test[test["split"] == "test"]
     test = test.sample(n=min(len(test), max(settings["eval_samples"] * 4, 32)), random_state=0)
+    from components.quality.evaluate import load_set
+
     ref = load_set("real_test", root, test, size)
     return ref.images, list(ref.categories)
 
@@ -62,6 +59,13 @@ def _reference(settings: dict, size: int) -> tuple[np.ndarray, list[str]]:
 def fd_trial(config: dict, settings: dict) -> None:
     """Fine-tune epoch by epoch (resuming its own checkpoints); after each, sample with the trial's steps and
     guidance and report the Fréchet distance to held-out real images in the project VAE's feature space."""
+    # Imported here so that Ray workers of other objectives do not pay for diffusers and the quality stack.
+    from components.generator.finetune_trainer import FinetuneTrainer
+    from components.generator.sampling import DualGenerator
+    from components.quality.distances import frechet_distance_features
+    from components.quality.evaluate import resize_image
+    from components.quality.features import create_extractor
+
     trial_dir = Path(tune.get_context().get_trial_dir())
     extractor = create_extractor("vae", vae_dir=_abs(settings["root"], settings["base_dir"]),
                                  device="cuda" if settings.get("use_gpu") else "cpu")
