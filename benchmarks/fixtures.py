@@ -41,7 +41,7 @@ class Settings:
     guidance_scale: float = 1.22
     sample_batch: int = 4
     sample_pairs: int = 4              # pairs per timed call (a multiple of sample_batch)
-    synthesis_repeats: int = 3
+    synthesis_repeats: int = 5
     # c. downstream
     classifier: str = "resnet34"
     classifier_size: int = 32
@@ -50,11 +50,11 @@ class Settings:
     segmenter_size: int = 32
     segmenter_batch: int = 4
     downstream_steps: int = 4          # optimiser steps per timed call (one epoch over an in-memory set)
-    downstream_repeats: int = 3
+    downstream_repeats: int = 5
     # d. scaling
     scaling_resolutions: list[int] = field(default_factory=lambda: [64, 128, 256])
     scaling_batches: list[int] = field(default_factory=lambda: [1, 2, 4])
-    scaling_repeats: int = 3
+    scaling_repeats: int = 5
     scaling_seconds: float = 20.0      # a setting whose steps are slower gets fewer timed steps (≥ 2)
 
     @classmethod
@@ -71,7 +71,7 @@ class Settings:
             s.repeats, s.warmup = 15, 5
         if quick:
             s.repeats, s.warmup = 5, 1
-            s.synthesis_repeats, s.downstream_repeats, s.scaling_repeats = 2, 2, 2
+            s.synthesis_repeats, s.downstream_repeats, s.scaling_repeats = 3, 2, 2
             s.downstream_steps = 2
             if preset == "tiny":
                 s.sample_steps = 20

@@ -30,8 +30,9 @@ STAGE = "finetune"
 
 
 def _log_metrics(values: dict[str, float], step: int) -> None:
+    # Asynchronous: per-step losses are queued and written in batches (the run's end waits for them).
     if mlflow.active_run() is not None:
-        mlflow.log_metrics({f"finetune/{k}": v for k, v in values.items()}, step=step)
+        mlflow.log_metrics({f"finetune/{k}": v for k, v in values.items()}, step=step, synchronous=False)
 
 
 def _loss_figure(history: list[dict]):

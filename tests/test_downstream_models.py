@@ -100,14 +100,14 @@ class _Squares(torch.utils.data.Dataset):
 
 
 def test_training_api_lowers_losses_and_predicts_binary_masks():
-    data = _Squares(32)
+    data = _Squares(16)
     torch.manual_seed(0)
     clf = create_classifier("tiny_cnn", num_classes=2, image_size=16)
-    hist = train_classifier(clf, data, TrainSettings(epochs=6, batch_size=8, lr=1e-2, lr_schedule="constant"))
+    hist = train_classifier(clf, data, TrainSettings(epochs=5, batch_size=8, lr=1e-2, lr_schedule="constant"))
     assert hist["loss_history"][-1] < hist["loss_history"][0]
     torch.manual_seed(0)
     seg = create_segmenter("tiny_unet")
-    hist = train_segmenter(seg, data, TrainSettings(epochs=6, batch_size=8, lr=1e-2))
+    hist = train_segmenter(seg, data, TrainSettings(epochs=5, batch_size=8, lr=1e-2))
     assert hist["loss_history"][-1] < hist["loss_history"][0]
     masks = predict_masks(seg, torch.stack([d["image"] for d in data.items[:4]]))
     assert masks.shape == (4, 1, 16, 16) and masks.dtype == torch.uint8

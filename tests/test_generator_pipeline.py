@@ -36,8 +36,8 @@ def stages(tmp_path_factory):
         sample_steps=2, log_every=2), reports_dir=reports)
     ada = adapt_vae.run(AdaptVaeConfig(
         base_model=str(root / "base"), data_dir=str(data), out_dir=str(root / "vae4"),
-        metrics_file=str(root / "m/ada.json"), resolution=32, steps=3, batch_size=4, eval_batch_size=8,
-        log_every=2), reports_dir=reports)
+        metrics_file=str(root / "m/ada.json"), resolution=32, steps=40, learning_rate=1e-2, batch_size=4,
+        eval_batch_size=8, log_every=10), reports_dir=reports)
     ft_cfg = FinetuneConfig(
         base_model=str(root / "base"), vae_dir=str(root / "vae4"), data_dir=str(data), descriptions_csv="",
         out_dir=str(root / "lora"), checkpoint_dir=str(root / "ckpt"), metrics_file=str(root / "m/ft.json"),
@@ -125,12 +125,14 @@ def test_mask_losses_fall_when_overfitting_one_image(stages, tmp_path):
                               lora_alpha=8, checkpoint_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "l"))
     trainer = FinetuneTrainer(cfg, progress=False)
     item = trainer.dataset[(0, 0)]
-    batch = {"image": item["image"][None], "mask": item["mask"][None], "prompt": [item["prompt"]],
-             "index": torch.tensor([0])}
+    batch = {"image": item["image"][None], "mask": item["mask"][None], "index": torch.tensor([0])}
     trainer.unet.train()
-    mask_loss = [float(p[1] + p[2]) for p in
-                 (trainer.train_step(batch, timesteps=torch.tensor([100])) for _ in range(30))]
-    assert np.mean(mask_loss[-5:]) < 0.9 * np.mean(mask_loss[:5])
+    mask_loss = []
+    for _ in range(30):                      # same image, noise and timestep every step: pure overfitting
+        trainer.noise_gen.manual_seed(0)
+        parts, _ = trainer.train_step(batch, timesteps=torch.tensor([700]))
+        mask_loss.append(float(parts[1] + parts[2]))
+    assert np.mean(mask_loss[-5:]) < 0.85 * np.mean(mask_loss[:5])
 
 
 def test_registered_generator_loads_through_pyfunc(stages):

@@ -156,7 +156,7 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     from components.downstream.classifiers import create_classifier
     from components.downstream.segmenters import create_segmenter
 
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
     meta = blob["meta"]
     if meta["task"] == "classify":
         model = create_classifier(meta["arch"], meta["num_classes"], image_size=meta["image_size"])

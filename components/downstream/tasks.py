@@ -56,7 +56,7 @@ class SegmentationTask:
     metrics = SEGMENTATION_METRICS
     primary_metric = "dice"
     needs_masks = True
-    n_examples = 4
+    n_examples = 3
 
     def create(self, arch: str, cfg: Resolved, num_classes: int) -> nn.Module:
         check_size(arch, cfg.image_size)

@@ -95,6 +95,9 @@ class FinetuneTrainer:
         self.train_df = load_split(cfg.data_dir, "train", cfg.descriptions_csv, stage="finetune")
         self.categories = read_categories(cfg.data_dir, self.train_df)
         self.dataset = SeededPairs(cfg.data_dir, self.train_df, cfg.resolution, cfg.augment, self.categories)
+        # The text encoder is frozen: tokenise every prompt once, keep the ids on the device.
+        self.prompt_ids = runtime.tokenize(self.tokenizer, self.dataset.prompts).to(self.device)
+        self.empty_ids = runtime.tokenize(self.tokenizer, [""]).to(self.device)
         self.steps_per_epoch = batches_per_epoch(len(self.dataset), cfg.batch_size)
         self.total_steps = cfg.max_train_steps or cfg.epochs * self.steps_per_epoch
         self.n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -161,68 +164,70 @@ class FinetuneTrainer:
                 stds.append(dist.std.float())
         self.cached = (torch.cat(means), torch.cat(stds))
 
-    def compute_losses(self, batch: dict, timesteps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss to backpropagate, detached [mse, bce, dice, total, n_gated]) for one batch."""
+    def compute_losses(self, batch: dict, timesteps: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(loss to backpropagate, detached [mse, bce, dice, total] on the device, number of gated samples)."""
         cfg, device = self.cfg, self.device
-        mask = batch["mask"].to(device)
+        mask = batch["mask"].to(device, non_blocking=True)
+        index = batch["index"].to(device, non_blocking=True)
         n = len(mask)
         with torch.no_grad(), runtime.autocast(device, self.dtype):
             if self.cached is not None:
-                mean, std = self.cached[0][batch["index"].to(device)], self.cached[1][batch["index"].to(device)]
+                mean, std = self.cached[0][index], self.cached[1][index]
                 latents = mean + std * torch.randn(mean.shape, generator=self.noise_gen, device=device)
             else:
-                x = to_vae_input(batch["image"].to(device), mask).to(self.dtype)
+                x = to_vae_input(batch["image"].to(device, non_blocking=True), mask).to(self.dtype)
                 latents = self.vae.encode(x).latent_dist.sample(generator=self.noise_gen).float()
             latents = latents * self.scale
         # Host-side draws: timesteps, prompt dropout and the mask-loss gate need no device round trip.
         t = timesteps if timesteps is not None else torch.randint(
             0, len(self.alphas), (n,), generator=self.host_gen)
         drop = torch.rand(n, generator=self.host_gen) < cfg.prompt_dropout
-        prompts = ["" if d else p for d, p in zip(drop.tolist(), batch["prompt"])]
         weights = losses.mask_loss_weights(t, self.alphas, cfg.mask_loss_max_timestep, cfg.mask_loss_weighting)
         gated = torch.nonzero(weights > 0).flatten()
+        ids = self.prompt_ids[index]
+        if bool(drop.any()):
+            ids = torch.where(drop.to(device, non_blocking=True)[:, None], self.empty_ids, ids)
         noise = torch.randn(latents.shape, generator=self.noise_gen, device=device)
-        t_dev = t.to(device)
+        t_dev = t.to(device, non_blocking=True)
         noisy = self.noise_scheduler.add_noise(latents, noise, t_dev)
         with torch.no_grad():
-            context = runtime.encode_prompts(self.text_encoder, self.tokenizer, prompts, device)
+            context = self.text_encoder(ids)[0]
         with runtime.autocast(device, self.dtype):
             pred = self.unet(noisy.to(self.dtype), t_dev, encoder_hidden_states=context).sample
         target = losses.diffusion_target(latents, noise, t_dev, self.alphas_dev, self.base.prediction_type)
         mse = F.mse_loss(pred.float(), target.float())
-        zero = mse.new_zeros(())
-        bce = dice = bce_w = dice_w = zero
+        bce = dice = bce_w = dice_w = mse.new_zeros(())
         if len(gated):
-            g = gated.to(device)
+            g = gated.to(device, non_blocking=True)
             x0 = losses.predict_x0(pred[g], noisy[g], t_dev[g], self.alphas_dev, self.base.prediction_type)
             with runtime.autocast(device, self.dtype):
                 decoded = self.vae.decode((x0 / self.scale).to(self.dtype)).sample
             logits = decoded[:, MASK_CHANNEL:MASK_CHANNEL + 1].float()
             bce_s, dice_s = losses.bce_per_sample(logits, mask[g]), losses.dice_per_sample(logits, mask[g])
-            w = weights[gated].to(device)
+            w = weights[gated].to(device, non_blocking=True)
             bce_w, dice_w = (w * bce_s).sum() / n, (w * dice_s).sum() / n
             bce, dice = bce_s.mean(), dice_s.mean()
         loss = cfg.lambda_diffusion * mse + cfg.lambda_bce * bce_w + cfg.lambda_dice * dice_w
-        n_gated = torch.tensor(float(len(gated)), device=device)
-        return loss, torch.stack([mse.detach(), bce.detach(), dice.detach(), loss.detach(), n_gated])
+        return loss, torch.stack([mse.detach(), bce.detach(), dice.detach(), loss.detach()]), len(gated)
 
-    def train_step(self, batch: dict, timesteps: torch.Tensor | None = None) -> torch.Tensor:
-        """One optimiser step; returns the detached loss components (on the device)."""
-        loss, parts = self.compute_losses(batch, timesteps)
+    def train_step(self, batch: dict, timesteps: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """One optimiser step; returns the detached [mse, bce, dice, total] (on the device) and the gated count."""
+        loss, parts, n_gated = self.compute_losses(batch, timesteps)
         loss.backward()
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return parts
+        return parts, n_gated
 
-    def _flush(self, pending: list[tuple[int, torch.Tensor]]) -> None:
+    def _flush(self, pending: list[tuple[int, torch.Tensor, int]]) -> None:
         """Move buffered per-step losses to the host (one sync) and report them."""
         if not pending:
             return
-        values = torch.stack([p for _, p in pending]).cpu().tolist()
-        for (step, _), (mse, bce, dice, total, n_gated) in zip(pending, values):
+        values = torch.stack([p for _, p, _ in pending]).cpu().tolist()
+        for (step, _, n_gated), (mse, bce, dice, total) in zip(pending, values):
             row = {"step": step, "mse": mse, "bce": bce if n_gated else float("nan"),
                    "dice": dice if n_gated else float("nan"), "total": total}
             self.history.append(row)
@@ -256,7 +261,7 @@ class FinetuneTrainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         start_step = self.global_step
         self.unet.train()
-        pending: list[tuple[int, torch.Tensor]] = []
+        pending: list[tuple[int, torch.Tensor, int]] = []
         rows: list = []
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc="finetune", unit="step",
                    disable=not self.progress)
@@ -265,10 +270,10 @@ class FinetuneTrainer:
             loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                 pin_memory=self.device.type == "cuda", persistent_workers=False)
             for batch in loader:
-                parts = self.train_step(batch)
+                parts, n_gated = self.train_step(batch)
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                pending.append((self.global_step, parts))
+                pending.append((self.global_step, parts, n_gated))
                 bar.update(1)
                 last = self.global_step >= self.total_steps
                 if self.global_step % cfg.log_every == 0 or last:
