@@ -7,6 +7,7 @@ so every variant loads through the same public entry points a user would call.
 """
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -177,3 +178,21 @@ class ModelDirs:
         unet = self._component("unet")
         lora.add_lora(unet, self.lora_rank, float(self.lora_rank))
         return lora.save_lora(unet, self.root / "lora", {"resolution": self.resolution, "base_model": "bench"})
+
+
+_SHARED: dict[tuple[str, int, int], ModelDirs] = {}
+
+
+def model_dirs(preset: str, resolution: int, lora_rank: int = 4) -> ModelDirs:
+    """ModelDirs shared by every benchmark of a run (the SD 2 folder is built and written once), removed at exit."""
+    key = (preset, resolution if preset == "tiny" else 0, lora_rank)
+    if key not in _SHARED:
+        if not _SHARED:
+            atexit.register(cleanup_model_dirs)
+        _SHARED[key] = ModelDirs(preset, resolution, lora_rank)
+    return _SHARED[key]
+
+
+def cleanup_model_dirs() -> None:
+    while _SHARED:
+        _SHARED.popitem()[1].cleanup()

@@ -82,11 +82,13 @@ def environment(device: torch.device) -> dict[str, Any]:
         "diffusers": diffusers.__version__, "peft": peft.__version__, "python": platform.python_version(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-        "loadavg_start": _loadavg(),
+        "device_model": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "loadavg_start": loadavg(),
     }
 
 
-def _loadavg() -> list[float] | None:
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load averages (what else was running on the machine)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -321,6 +323,7 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    derived: dict[str, float] = field(default_factory=dict)     # figures computed from the rows (JSON only)
 
     def add_target(self, name: str, value: float, threshold: float, unit: str = "×") -> dict[str, Any]:
         entry = {"target": name, "value": round(value, 3), "threshold": threshold, "met": value >= threshold}
@@ -340,7 +343,7 @@ class Table:
 
     def to_json(self) -> dict[str, Any]:
         return {"title": self.title, "columns": self.columns, "rows": self.rows, "notes": self.notes,
-                "targets": self.targets}
+                "targets": self.targets, "derived": self.derived}
 
 
 def comparison_table(title: str, results: dict[str, Measurement], unit: str,

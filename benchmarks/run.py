@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.fixtures import PRESETS, Settings  # noqa: E402
+from benchmarks.fixtures import PRESETS, Settings, cleanup_model_dirs  # noqa: E402
 from components import atomic  # noqa: E402
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -127,6 +127,22 @@ def _quiet_libraries() -> None:
         lib.disable_progress_bar()
 
 
+def run_benchmarks(only: list[str], s: Settings, device: torch.device, tables: list[harness.Table],
+                   raw: dict[str, Any]) -> None:
+    """Run the selected benchmarks in order, printing each table as it is ready."""
+    for key in only:
+        module, title = BENCHMARKS[key]
+        print(f"\n[{key}] {title}", flush=True)
+        b0 = time.perf_counter()
+        produced, numbers = importlib.import_module(module).run(s, device, log=lambda m: print(m, flush=True))
+        produced = produced if isinstance(produced, list) else [produced]
+        for table in produced:
+            print("\n" + table.markdown(), flush=True)
+        tables.extend(produced)
+        raw[key] = {"title": title, "seconds": round(time.perf_counter() - b0, 1), "cases": numbers,
+                    "tables": [t.to_json() for t in produced]}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     _quiet_libraries()
@@ -145,23 +161,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"{', quick' if s.quick else ''}", flush=True)
     tables: list[harness.Table] = []
     raw: dict[str, Any] = {}
-    for key in only:
-        module, title = BENCHMARKS[key]
-        print(f"\n[{key}] {title}", flush=True)
-        b0 = time.perf_counter()
-        produced, numbers = importlib.import_module(module).run(s, device, log=lambda m: print(m, flush=True))
-        produced = produced if isinstance(produced, list) else [produced]
-        for table in produced:
-            print("\n" + table.markdown(), flush=True)
-        tables.extend(produced)
-        raw[key] = {"title": title, "seconds": round(time.perf_counter() - b0, 1), "cases": numbers,
-                    "tables": [t.to_json() for t in produced]}
+    try:
+        run_benchmarks(only, s, device, tables, raw)
+    finally:
+        cleanup_model_dirs()
     seconds = time.perf_counter() - t0
-    env["loadavg_end"] = harness._loadavg()
+    env["loadavg_end"] = harness.loadavg()
     text = section(env, s, tables, started, seconds)
     append_results(args.out, text)
     json_dir = args.json_dir or args.out.parent / "results"
-    json_path = json_dir / f"{started:%Y-%m-%dT%H%M%S}-{harness.slug(str(device) + '-' + env['device_name'])}.json"
+    json_path = json_dir / f"{started:%Y-%m-%dT%H%M%S}-{harness.slug(device.type + '-' + env['device_model'])}.json"
     record = {"date": started.isoformat(), "environment": env, "settings": s.to_json(), "benchmarks": raw,
               "wall_seconds": round(seconds, 1)}
     atomic.write_json(json_path, record)

@@ -25,6 +25,8 @@ class PretrainConfig:
     unet_steps: int = 1200
     unet_batch_size: int = 32
     unet_learning_rate: float = 1e-3
+    snr_gamma: float = 5.0              # Min-SNR-γ loss weighting (faster convergence); 0: plain MSE
+    ema_decay: float = 0.995            # EMA of UNet + text encoder weights, saved as the model; 0: none
     train_text_encoder: bool = True
     prompt_dropout: float = 0.1         # empty prompt for classifier-free guidance
     template_prompt_fraction: float = 0.3   # use the paper's short class prompt instead of the description
@@ -37,7 +39,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _check_positive(self, "resolution", "vae_steps", "vae_batch_size", "unet_steps", "unet_batch_size",
                         "log_every")
-        _check_fraction(self, "prompt_dropout", "template_prompt_fraction")
+        _check_fraction(self, "prompt_dropout", "template_prompt_fraction", "ema_decay")
 
 
 @dataclass

@@ -64,6 +64,15 @@ def predict_x0(model_output: torch.Tensor, noisy: torch.Tensor, timesteps: torch
     raise ValueError(f"unsupported prediction_type {prediction_type!r}; use epsilon or v_prediction")
 
 
+def min_snr_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float,
+                    prediction_type: str) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v."""
+    ab = alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = ab / (1 - ab)
+    clipped = snr.clamp(max=gamma)
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
 def mask_loss_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, max_timestep: int,
                       weighting: str) -> torch.Tensor:
     """Per-sample weight of the mask losses: 0 at t ≥ max_timestep (gate), else 1 or ᾱ_t ('alpha_bar').

@@ -102,7 +102,7 @@ def reconstruct(vae, images: torch.Tensor, device: torch.device) -> torch.Tensor
 def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.Tensor, prompt_ids: torch.Tensor,
                template_ids: torch.Tensor, empty_ids: torch.Tensor, labels: torch.Tensor, cfg: PretrainConfig,
                device: torch.device, on_metrics: runtime.MetricsCallback | None = None) -> list[float]:
-    """ε-prediction training of the UNet (and text encoder) on scaled VAE latents."""
+    """ε-prediction training of the UNet (and text encoder) on scaled VAE latents (Min-SNR weights, EMA)."""
     unet, text_encoder, sched_cfg = model.unet, model.text_encoder, model.noise_scheduler
     unet.to(device).train().requires_grad_(True)
     text_encoder.to(device).train().requires_grad_(cfg.train_text_encoder)
@@ -114,6 +114,7 @@ def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.T
     n_train = int(sched_cfg.config.num_train_timesteps)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     history: list[float] = []
+    ema = [p.detach().clone() for p in params] if cfg.ema_decay > 0 else None
     running = torch.zeros((), device=device)
     bar = tqdm(range(cfg.unet_steps), desc="pretrain unet", unit="step")
     for step in bar:
@@ -133,12 +134,19 @@ def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.T
         context = text_encoder(ids.to(device))[0]
         pred = unet(noisy, t, encoder_hidden_states=context).sample
         target = losses.diffusion_target(latents, noise, t, alphas, model.prediction_type)
-        loss = F.mse_loss(pred.float(), target.float())
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+        if cfg.snr_gamma > 0:
+            per_sample = per_sample * losses.min_snr_weights(t, alphas, cfg.snr_gamma, model.prediction_type)
+        loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        if ema is not None:
+            # EMA with warm-up: early weights are forgotten quickly.
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         running += loss.detach()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.unet_steps:
             n = cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every
@@ -148,6 +156,10 @@ def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.T
             bar.set_postfix(loss=f"{value:.4f}")
             if on_metrics:
                 on_metrics({"unet_loss": value, "unet_lr": sched.get_last_lr()[0]}, step + 1)
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
     return history
