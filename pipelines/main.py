@@ -24,15 +24,40 @@ CHAIN_KEY_TAG = "chain.key"
 
 
 def dvc_stages(dvc_file: str | Path = "dvc.yaml") -> dict[str, dict]:
-    """Stages of dvc.yaml in file order."""
-    return yaml.safe_load(Path(dvc_file).read_text())["stages"]
+    """Stages of dvc.yaml in an order where every stage comes after the stages whose outputs it reads."""
+    stages = yaml.safe_load(Path(dvc_file).read_text())["stages"]
+    return {name: stages[name] for name in stage_order(stages)}
+
+
+def _paths(entries: list) -> list[str]:
+    return [(e if isinstance(e, str) else next(iter(e))).rstrip("/") for e in entries or []]
+
+
+def stage_order(stages: dict[str, dict]) -> list[str]:
+    """Topological order of DVC stages (a dep inside or equal to another stage's out is an edge), stable."""
+    producer = {out: name for name, st in stages.items() for out in _paths(st.get("outs", []) + st.get("metrics", []))}
+
+    def upstream(name: str) -> set[str]:
+        found = set()
+        for dep in _paths(stages[name].get("deps", [])):
+            for out, owner in producer.items():
+                if owner != name and (dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")):
+                    found.add(owner)
+        return found
+
+    order: list[str] = []
+    pending = list(stages)
+    while pending:
+        ready = [n for n in pending if upstream(n) <= set(order)]
+        if not ready:
+            raise SkinDualGenError(f"dvc.yaml: circular dependencies among {pending}")
+        order.append(ready[0])
+        pending.remove(ready[0])
+    return order
 
 
 def _outs(stage: dict) -> list[str]:
-    outs = []
-    for entry in stage.get("outs", []) + stage.get("metrics", []):
-        outs.append(entry if isinstance(entry, str) else next(iter(entry)))
-    return outs
+    return _paths(stage.get("outs", []) + stage.get("metrics", []))
 
 
 def chain_key(stage: str, params: dict, commit: str) -> str:

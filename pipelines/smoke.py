@@ -9,8 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from pipelines.main import dvc_stages
 from pipelines.show_results import print_results
 from pipelines.workspace import PROJECT_ROOT, apply_overlay, copy_repo
 
@@ -24,7 +23,7 @@ def run_smoke(dest: Path, overlay: Path, stages: list[str] | None = None) -> dic
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_EXPERIMENT_ID", None)
     timings: dict[str, float] = {}
-    all_stages = list(yaml.safe_load((dest / "dvc.yaml").read_text())["stages"])
+    all_stages = list(dvc_stages(dest / "dvc.yaml"))
     for stage in stages or all_stages:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=dest, env=env, check=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+# Before torch is imported: spinning OpenMP threads slow a shared 2-core machine several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

@@ -96,3 +96,21 @@ def test_synthetic_pool_takes_train_rows_and_rejects_foreign_sources():
     assert len(cv.synthetic_pool(pool, "synthetic")) == 4
     with pytest.raises(DataError, match="not marked"):
         cv.synthetic_pool(pd.concat([pool, frame({"nv": 1}, "real", "r")]), "synthetic")
+
+
+def test_presets_fill_null_keys_and_explicit_keys_win():
+    from components.downstream.config import DownstreamConfig, resolve
+    from components.errors import ConfigError
+
+    paper = resolve(DownstreamConfig(preset="paper"), "classify")
+    assert (paper.image_size, paper.batch_size, paper.lr, paper.n_folds) == (224, 32, 1e-4, 5)
+    assert [paper.epochs_for(a) for a in ("densenet121", "resnet34", "squeezenet1_1", "swin")] == [50, 50, 40, 40]
+    seg = resolve(DownstreamConfig(preset="paper"), "segment")
+    assert (seg.image_size, seg.batch_size, seg.lr, seg.epochs_for("unet_resnet34")) == (512, 8, 1e-3, 20)
+    mine = resolve(DownstreamConfig(preset="paper", epochs=2, n_folds=3, image_size=32), "classify")
+    assert mine.epochs_for("swin") == 2 and mine.n_folds == 3 and mine.image_size == 32 and mine.lr == 1e-4
+    assert mine.fingerprint("swin", {"real": "x"}) != paper.fingerprint("swin", {"real": "x"})
+    with pytest.raises(ConfigError, match="preset"):
+        resolve(DownstreamConfig(preset="gpu"), "classify")
+    with pytest.raises(ConfigError, match="n_folds"):
+        resolve(DownstreamConfig(n_folds=1), "segment")
