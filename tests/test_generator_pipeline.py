@@ -167,3 +167,17 @@ def test_pointer_base_for_other_models(tmp_path):
         pretrain.run(PretrainConfig(base_model=str(tmp_path / "partial"), out_dir=str(tmp_path / "b3"),
                                     metrics_file=str(tmp_path / "m3.json")), reports_dir=tmp_path)
     assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()
+
+
+def test_gradient_checkpointing_gives_the_same_losses_and_cached_latents_train(stages, tmp_path):
+    base = dataclasses.replace(stages["ft_cfg"], max_train_steps=2, register=False, log_every=1,
+                               checkpoint_every=100, out_dir=str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "ca"))
+    plain = FinetuneTrainer(base, progress=False).run().history
+    ckpt = FinetuneTrainer(dataclasses.replace(base, gradient_checkpointing=True, out_dir=str(tmp_path / "b")),
+                           progress=False).run().history
+    np.testing.assert_allclose([h["total"] for h in plain], [h["total"] for h in ckpt], rtol=1e-4)
+    cached = FinetuneTrainer(dataclasses.replace(base, augment=False, cache_latents=True, out_dir=str(tmp_path / "c")),
+                             progress=False)
+    result = cached.run()
+    assert cached.cached is not None and cached.cached[0].shape[0] == len(cached.dataset)
+    assert len(result.history) == 2 and all(np.isfinite(h["total"]) for h in result.history)

@@ -196,6 +196,9 @@ def run_cv(task, cfg: Resolved) -> dict:
 
     pool = None
     if any(s in ("synthetic", "hybrid") for s in cfg.train_sets):
+        if not Path(cfg.synthetic_dir).is_dir():
+            raise DataError(f"{cfg.synthetic_dir}: synthetic dataset not found; run the synthesize stage "
+                            f"(dvc repro synthesize) or set train_sets to [real]")
         synth_df = manifest.read_manifest(cfg.synthetic_dir)
         if task.needs_masks:
             manifest.require_masks(synth_df, cfg.synthetic_dir, task.name)

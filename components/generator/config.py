@@ -52,12 +52,13 @@ class AdaptVaeConfig:
     resolution: int = 64
     steps: int = 500
     batch_size: int = 16
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3         # new channels (conv_in mask slice, conv_out mask filter)
+    decoder_learning_rate: float = 1e-4  # pretrained decoder block / its LoRA: nudged, not retrained
     train_decoder: str = "last_block"   # none | last_block | lora (what of the decoder trains besides conv_out)
     decoder_lora_rank: int = 8
     lambda_bce: float = 1.0
     lambda_dice: float = 1.0
-    lambda_rgb: float = 1.0             # MSE between the new and the original VAE's RGB reconstruction
+    lambda_rgb: float = 10.0            # MSE between the new and the original VAE's RGB reconstruction
     mask_input_dropout: float = 0.5     # share of samples encoded without their mask (decoder learns from RGB)
     augment: bool = True                # flips/rotations (SquareSymmetry) of image and mask together
     eval_batch_size: int = 32

@@ -44,10 +44,16 @@ class AdaptResult:
     grid_rows: list = field(default_factory=list)
 
 
-def trainable_parameters(dual: AutoencoderKL, train_decoder: str, lora_rank: int = 8) -> list[torch.nn.Parameter]:
-    """Unfreeze the mask path of a freshly expanded VAE (see module docstring) and return its parameters."""
+def trainable_parameters(dual: AutoencoderKL, train_decoder: str,
+                         lora_rank: int = 8) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Unfreeze the mask path of a freshly expanded VAE (see module docstring).
+
+    Returns (new-channel parameters, decoder parameters): the new channels start from scratch and take the full
+    learning rate, the pretrained decoder block (or its LoRA) is only nudged.
+    """
     dual.requires_grad_(False)
     params: list[torch.nn.Parameter] = []
+    decoder: list[torch.nn.Parameter] = []
     conv_in, conv_out = dual.encoder.conv_in, dual.decoder.conv_out
     conv_in.weight.requires_grad_(True)
     keep_rows_frozen(conv_in.weight, slice(0, MASK_CHANNEL), dim=1)
@@ -59,15 +65,15 @@ def trainable_parameters(dual: AutoencoderKL, train_decoder: str, lora_rank: int
     if train_decoder == "last_block":
         for module in (dual.decoder.up_blocks[-1], dual.decoder.conv_norm_out):
             module.requires_grad_(True)
-            params += list(module.parameters())
+            decoder += list(module.parameters())
     elif train_decoder == "lora":
         from peft import LoraConfig
 
         last = len(dual.decoder.up_blocks) - 1
         dual.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian",
                                     target_modules=rf"decoder\.up_blocks\.{last}\.resnets\.\d+\.conv[12]"))
-        params += [p for n, p in dual.named_parameters() if "lora_" in n]
-    return params
+        decoder += [p for n, p in dual.named_parameters() if "lora_" in n]
+    return params, decoder
 
 
 def finalize(dual: AutoencoderKL, train_decoder: str) -> AutoencoderKL:
@@ -123,8 +129,12 @@ def adapt_vae(vae3: AutoencoderKL, data_dir: str, train: pd.DataFrame, test: pd.
     t0 = time.perf_counter()
     original = vae3.to(device).eval().requires_grad_(False)
     dual = expand_to_dual(copy.deepcopy(original)).to(device)
-    params = trainable_parameters(dual, cfg.train_decoder, cfg.decoder_lora_rank)
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    new, decoder = trainable_parameters(dual, cfg.train_decoder, cfg.decoder_lora_rank)
+    params = new + decoder
+    groups = [{"params": new, "lr": cfg.learning_rate}]
+    if decoder:
+        groups.append({"params": decoder, "lr": cfg.decoder_learning_rate})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, min(25, cfg.steps // 10), cfg.steps)
 
     transform = build_transforms("generator", cfg.resolution, train=False)
