@@ -155,7 +155,7 @@ def test_base_folder_round_trip_and_missing_component(tiny, tmp_path):
     assert CLIPTokenizer.from_pretrained(only)(prompt).input_ids == model.tokenizer(prompt).input_ids
 
     loaded = base_models.load_base(folder)
-    assert loaded.prediction_type == "epsilon" and loaded.vae_factor == 4
+    assert loaded.prediction_type == "v_prediction" and loaded.vae_factor == 4
     pointer = base_models.write_pointer(tmp_path / "pointer", str(folder))
     assert base_models.load_base(pointer).identity == loaded.identity
 
@@ -166,14 +166,14 @@ def test_base_folder_round_trip_and_missing_component(tiny, tmp_path):
         base_models.load_base("tiny")
 
 
-def test_v_prediction_base_is_read_from_the_scheduler_config(tiny, tmp_path):
+def test_prediction_type_is_read_from_the_scheduler_config(tiny, tmp_path):
     model, _ = tiny
     folder = base_models.save_base(model, tmp_path / "base")
     cfg_file = folder / "scheduler" / "scheduler_config.json"
     cfg = json.loads(cfg_file.read_text())
-    cfg["prediction_type"] = "v_prediction"
+    cfg["prediction_type"] = "epsilon"                  # e.g. stable-diffusion-2-base (the 768 model: v)
     cfg_file.write_text(json.dumps(cfg))
-    assert base_models.load_base(folder).prediction_type == "v_prediction"
+    assert base_models.load_base(folder).prediction_type == "epsilon"
 
 
 # -------------------------------------------------------------------------------------------- LoRA

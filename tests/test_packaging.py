@@ -37,7 +37,11 @@ def test_mlproject_defaults_equal_params_yaml():
             if key not in section:
                 continue
             expected, default = _as_param_string(section[key]), spec["default"]
-            if spec["type"] == "float":
+            if expected is None:
+                assert str(default) in ("", "null"), f"MLproject {name}.{key}"
+            elif isinstance(expected, bool):
+                assert str(default).lower() == str(expected).lower(), f"MLproject {name}.{key}"
+            elif spec["type"] == "float":
                 assert float(default) == float(expected), f"MLproject {name}.{key}"
             else:
                 assert str(default) == str(expected), f"MLproject {name}.{key}"
