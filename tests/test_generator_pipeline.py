@@ -120,7 +120,7 @@ def test_resolution_must_divide_by_the_vae_factor(stages):
 
 
 def test_mask_losses_fall_when_overfitting_one_image(stages, tmp_path):
-    cfg = dataclasses.replace(stages["ft_cfg"], learning_rate=3e-3, lambda_diffusion=0.1, lambda_bce=1.0,
+    cfg = dataclasses.replace(stages["ft_cfg"], learning_rate=6e-3, lambda_diffusion=0.1, lambda_bce=1.0,
                               lambda_dice=1.0, mask_loss_weighting="none", prompt_dropout=0.0, lora_rank=8,
                               lora_alpha=8, checkpoint_dir=str(tmp_path / "c"), out_dir=str(tmp_path / "l"))
     trainer = FinetuneTrainer(cfg, progress=False)

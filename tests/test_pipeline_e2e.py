@@ -1,0 +1,106 @@
+"""The product as users drive it, on the micro configuration in a throw-away copy of the repository."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipelines.main import stage_order
+from pipelines.workspace import PROJECT_ROOT, apply_overlay, copy_repo, deep_merge
+
+MICRO = PROJECT_ROOT / "configs" / "micro.yaml"
+
+
+def _workspace(tmp_path: Path) -> tuple[Path, dict]:
+    root = copy_repo(tmp_path / "repo", init_git=False)
+    apply_overlay(root / "params.yaml", MICRO)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(key, None)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "micro"], cwd=root,
+                   check=True)
+    return root, env
+
+
+def test_stage_order_follows_data_dependencies():
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    order = stage_order(stages)
+    assert set(order) == set(stages)
+    for before, after in [("prepare", "describe"), ("pretrain", "adapt_vae"), ("adapt_vae", "finetune"),
+                          ("finetune", "synthesize"), ("synthesize", "quality"), ("synthesize", "classify"),
+                          ("segment", "report"), ("classify", "report")]:
+        assert order.index(before) < order.index(after), (before, after)
+
+
+def test_deep_merge_keeps_unlisted_keys():
+    assert deep_merge({"a": {"x": 1, "y": 2}, "b": 3}, {"a": {"y": 5}}) == {"a": {"x": 1, "y": 5}, "b": 3}
+
+
+def test_main_chain_nests_stages_and_reuses_finished_runs(tmp_path):
+    root, env = _workspace(tmp_path)
+    cmd = [sys.executable, "-m", "pipelines.main", "--stages", "prepare,describe"]
+    first = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "prepare: reusing finished run" in second.stdout and "describe: reusing finished run" in second.stdout
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("skindualgen")
+    parents = client.search_runs([exp.experiment_id], "tags.stage = 'main'", order_by=["attributes.start_time ASC"])
+    assert len(parents) == 2
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    assert sorted(c.data.tags["chain.stage"] for c in children) == ["describe", "prepare"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    reused = parents[1].data.tags
+    assert {reused["reused.prepare"], reused["reused.describe"]} == {c.info.run_id for c in children}
+    assert (root / "data" / "descriptions" / "descriptions.csv").is_file()
+
+
+@pytest.mark.slow
+def test_full_dvc_repro_then_mlflow_entry_points_and_sweep(tmp_path):
+    root, env = _workspace(tmp_path)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "-f"], cwd=root, env=env, check=False)
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for table in ("table1_quality", "table2_classification", "table2_segmentation"):
+        assert (root / "reports" / f"{table}.md").is_file(), table
+    quality = json.loads((root / "metrics" / "quality.json").read_text())
+    assert quality
+
+    # Nothing changed: a second repro runs no stage; a changed parameter reruns only what depends on it.
+    again = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert "Running stage" not in again.stdout
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env,
+                            capture_output=True, text=True)
+    assert json.loads(status.stdout or "{}") == {}
+
+    for entry, extra in (("describe", []), ("finetune", ["-P", "lora_rank=2"])):
+        ran = subprocess.run([sys.executable, "-m", "mlflow", "run", ".", "-e", entry, "--env-manager", "local",
+                              "--experiment-name", "skindualgen", *extra], cwd=root, env=env,
+                             capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+
+    sweep = subprocess.run([sys.executable, "-m", "pipelines.tune", "--set", "lora_ranks=[2]",
+                            "--set", "trials_per_rank=2", "--set", "max_epochs=1", "--set", "num_cpus=2"],
+                           cwd=root, env=env, capture_output=True, text=True)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    best = yaml.safe_load((root / "metrics" / "tune_best.yaml").read_text())
+    assert best["finetune"]["lora_rank"] == 2
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("skindualgen")
+    sweep_run = client.search_runs([exp.experiment_id], "tags.stage = 'tune'")[0]
+    trials = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run.info.run_id}'")
+    assert len(trials) == 2 and all("fd_vae" in t.data.metrics for t in trials)
