@@ -27,6 +27,7 @@ from components.quality.report import mask_stat_histograms, table1_markdown
 from components.quality.similarity import lpips_model, msssim_setup
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
+from components.tracking.registry import GENERATOR_MODEL, record_generator_metrics
 from pipelines.cli import load_stage_config, run_main, stage_parser
 
 log = logging.getLogger("pipelines.quality")
@@ -112,6 +113,7 @@ def run(cfg: QualityConfig) -> dict:
         atomic.write_json(cfg.metrics_file, metrics)
         mlflow.log_metrics(_numeric("", metrics, {}))
         mlflow.set_tags({"quality.feature_space": extractor.name, "quality.lpips": "yes" if lpips else "unavailable"})
+        _tag_generators(synthetic, results["real_train_vs_synthetic_train"])
         report = Path(cfg.report_dir)
         table = table1_markdown(results, extractor.fd_key, extractor.kid_key, extractor.description, lpips_reason)
         atomic.write_text(report / "table1.md", table)
@@ -120,6 +122,16 @@ def run(cfg: QualityConfig) -> dict:
                    save_to=report / "mask_stats.png")
         log.info("\n%s", table.split("\n## ")[0])
     return metrics
+
+
+def _tag_generators(synthetic: pd.DataFrame, versus_synthetic: dict) -> None:
+    """Record the synthetic row's figures on the registered generator versions that produced the set."""
+    figures = {k: v for k, v in versus_synthetic.items() if isinstance(v, (int, float)) and not k.startswith("n_")}
+    run = mlflow.active_run()
+    for version in sorted(set(synthetic.get("generator_version", pd.Series(dtype=str)).dropna().astype(str))):
+        tagged = record_generator_metrics(version, figures, source=f"quality run {run.info.run_id}")
+        if tagged:
+            log.info("quality figures recorded on %s versions %s", GENERATOR_MODEL, tagged)
 
 
 def _consistency(cfg: QualityConfig, real_train: pd.DataFrame, sets: dict[str, ImageSet]) -> dict:

@@ -12,7 +12,6 @@ from components.errors import ConfigError, ModelError
 from components.generator import base_models, checkpoints, losses, lora, presets
 from components.generator.config import FinetuneConfig, check_resolution
 from components.generator.sampling import DualGenerator, to_arrays
-from components.generator.tokenizer import save_tokenizer
 from components.generator.vae_surgery import expand_to_dual, is_dual, split_output, to_vae_input
 
 

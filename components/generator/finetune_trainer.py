@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from components.config import to_dict
+from components.errors import ModelError
 from components.generator import checkpoints, losses, lora as lora_lib, runtime
 from components.generator.base_models import BaseModel, load_base, vae_factor
 from components.generator.config import FinetuneConfig, check_resolution
-from components.generator.folders import staged_dir
 from components.generator.data import EpochBatches, SeededPairs, batches_per_epoch, load_split, read_categories, \
     template_prompt
+from components.generator.folders import staged_dir
 from components.generator.sampling import DualGenerator, load_dual_vae
 from components.generator.vae_surgery import MASK_CHANNEL, to_vae_input
 
@@ -72,7 +73,8 @@ class FinetuneTrainer:
         self.factor = vae_factor(self.vae)
         check_resolution(cfg.resolution, self.factor, "finetune")
         if self.factor != self.base.vae_factor:
-            raise_mismatch(cfg, self.factor, self.base.vae_factor)
+            raise ModelError(f"{cfg.vae_dir}: the adapted VAE downsamples by {self.factor} but the base model's VAE "
+                             f"by {self.base.vae_factor}; re-run adapt_vae on this base model ({cfg.base_model})")
         self.unet, self.text_encoder, self.tokenizer = self.base.unet, self.base.text_encoder, self.base.tokenizer
         self.noise_scheduler = self.base.noise_scheduler
         self.alphas = self.noise_scheduler.alphas_cumprod.float()          # CPU copy for host-side weights
@@ -315,9 +317,3 @@ class FinetuneTrainer:
                    resumed_from_step=start_step)
         return out
 
-
-def raise_mismatch(cfg: FinetuneConfig, vae_f: int, base_f: int) -> None:
-    from components.errors import ModelError
-
-    raise ModelError(f"{cfg.vae_dir}: the adapted VAE downsamples by {vae_f} but the base model's VAE by {base_f}; "
-                     f"re-run adapt_vae on this base model ({cfg.base_model})")

@@ -217,15 +217,15 @@ def pretrain_tiny(cfg: PretrainConfig, on_metrics: runtime.MetricsCallback | Non
                               tagged("pretrain_unet"))
     t_unet = time.perf_counter()
 
-    model.to("cpu")
     n_show = min(8, len(test_images))
     recon_rows = [("original", [(f"{i}", (test_images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
                                 for i in range(n_show)]),
                   ("reconstruction", [(f"{i}", (recon[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
                                       for i in range(n_show)])]
     samples = sample_images(model, [template_prompt(c) for c in categories for _ in range(3)],
-                            [s for _ in categories for s in range(3)], cfg.sample_steps, 1.22, torch.device("cpu"))
+                            [s for _ in categories for s in range(3)], cfg.sample_steps, 1.22, device)
     sample_rows = [(c, [(f"seed {s}", samples[i * 3 + s]) for s in range(3)]) for i, c in enumerate(categories)]
+    model.to("cpu")
     metrics = {
         "vae_final_loss": vae_history[-1], "vae_test_psnr": test_psnr, "scaling_factor": 1.0 / std,
         "unet_final_loss": float(np.mean(unet_history[-3:])), "train_images": len(train),

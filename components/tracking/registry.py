@@ -59,3 +59,17 @@ def version_metric(version, metric: str) -> float | None:
         if value is not None:
             return float(value)
     return None
+
+
+def record_generator_metrics(generator_version: str, metrics: dict[str, float], source: str,
+                             name: str = GENERATOR_MODEL) -> list[str]:
+    """Tag every registered generator version built from `generator_version` (the hash synthetic manifests
+    record) with `metrics`, so promotion can compare generators on what the quality stage measured."""
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    matched = [v.version for v in versions if (v.tags or {}).get("generator_version") == generator_version]
+    for version in matched:
+        record_version_metrics(name, str(version), metrics, source)
+    return [str(v) for v in matched]
