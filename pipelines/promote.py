@@ -36,18 +36,25 @@ def run(cfg: PromoteConfig) -> list[Decision]:
     configure()
     registered = [m.name for m in MlflowClient().search_registered_models()]
     decisions: list[Decision] = []
+    errors: list[str] = []
     for spec in cfg.targets:
         pattern, metric, greater = parse_target(spec)
         names = sorted(fnmatch.filter(registered, pattern))
         if not names:
             raise ConfigError(f"no registered model matches {pattern!r}; registered: {sorted(registered)}")
         for name in names:
-            decisions.append(promote(name, metric, greater, force=cfg.force, min_delta=cfg.min_delta))
-    atomic.write_json(cfg.out, {"config": to_dict(cfg), "decisions": [d.__dict__ for d in decisions]})
+            try:
+                decisions.append(promote(name, metric, greater, force=cfg.force, min_delta=cfg.min_delta))
+            except ConfigError as exc:  # one model without a figure must not block the others
+                errors.append(str(exc))
+    atomic.write_json(cfg.out, {"config": to_dict(cfg), "decisions": [d.__dict__ for d in decisions],
+                                "errors": errors})
     for d in decisions:
         verdict = "PROMOTED" if d.promoted else "kept champion"
         print(f"{d.model}: challenger v{d.challenger_version} ({d.metric}={d.challenger_value}) vs champion "
               f"v{d.champion_version} ({d.champion_value}) → {verdict}: {d.reason}")
+    if errors:
+        raise ConfigError("; ".join(errors))
     return decisions
 
 

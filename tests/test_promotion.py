@@ -71,3 +71,15 @@ def test_missing_metric_and_bad_target():
     with pytest.raises(ConfigError, match="has no '@challenger'"):
         configure()
         promote("never-registered", "score", True)
+
+
+def test_a_model_without_its_figure_does_not_block_the_others(tmp_path):
+    _register("unit-promote-blocked", 1.0)
+    _register("unit-promote-free", 2.0)
+    out = tmp_path / "p.json"
+    with pytest.raises(ConfigError, match="unit-promote-blocked v1 has no figure for 'other'"):
+        run(PromoteConfig(targets=["unit-promote-blocked:other:max", "unit-promote-free:score:max"], out=str(out)))
+    assert str(version_for_alias("unit-promote-free", "champion").version) == "1"
+    import json
+    written = json.loads(out.read_text())
+    assert len(written["errors"]) == 1 and written["decisions"][0]["model"] == "unit-promote-free"

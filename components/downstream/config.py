@@ -35,7 +35,7 @@ CLASSIFY_PRESETS: dict[str, dict[str, Any]] = {
         # (SqueezeNet stays at the majority class); ResNet34 learns the toy classes in a few epochs at 48 px.
         "architectures": ["resnet34"],
         "n_folds": 3, "image_size": 48, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine",
-        "epochs": {"default": 4},
+        "epochs": {"default": 3},
         "max_train_images": 0, "pretrained": "", "num_workers": 0, "pin_memory": False,
         "eval_batch_size": 128,
     },

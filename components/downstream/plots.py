@@ -4,6 +4,7 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -59,15 +60,17 @@ def bar_figure(panels: list[tuple[dict[str, dict[str, tuple[float, float]]], str
             stds = [table[a].get(s, (np.nan, 0.0))[1] for a in archs]
             bars = ax.bar(x + (k - (len(sets) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
                           color=TRAIN_SET_COLOURS[s], label=TRAIN_SET_LABELS[s])
-            for bar, m in zip(bars, means):
+            for bar, m, sd in zip(bars, means, stds):
                 if np.isfinite(m):
-                    ax.text(bar.get_x() + bar.get_width() / 2, m, f"{m:.1f}", ha="center", va="bottom", fontsize=6)
+                    ax.text(bar.get_x() + bar.get_width() / 2, m + (sd or 0.0), f"{m:.1f}", ha="center",
+                            va="bottom", fontsize=6)
         ax.set_xticks(x, archs, fontsize=7)
         ax.set_ylabel(metric_label, fontsize=8)
         ax.set_title(title, fontsize=8)
-        ax.legend(fontsize=6, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     if not panels:
         axes[0][0].text(0.5, 0.5, "no results recorded", ha="center", va="center")
         axes[0][0].axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    handles = [matplotlib.patches.Patch(color=c, label=TRAIN_SET_LABELS[s]) for s, c in TRAIN_SET_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
     return fig
