@@ -34,3 +34,10 @@ def run_main(fn: Callable[[], object]) -> None:
     except SkinDualGenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def stage_main(stage: str, cls: type[T], run: Callable[[T], object], description: str,
+               argv: list[str] | None = None) -> None:
+    """The whole `main` of a stage without extra flags: parse, load its typed config, run with clear errors."""
+    args = stage_parser(stage, description).parse_args(argv)
+    run_main(lambda: run(load_stage_config(cls, stage, args)))

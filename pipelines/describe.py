@@ -25,7 +25,7 @@ from components.describe.cache import CACHE_NAME
 from components.describe.secrets import redact, redacting_logs
 from components.errors import DataError
 from components.tracking.mlflow_setup import stage_run
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.describe")
 
@@ -98,9 +98,7 @@ def run(cfg: DescribeConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("describe", "Describe every image with a vision LLM (cached) or the offline template.")
-    args = parser.parse_args(argv)
-    run_main(lambda: run(load_stage_config(DescribeConfig, "describe", args)))
+    stage_main("describe", DescribeConfig, run, "Describe every image with a vision LLM (cached) or the offline template.", argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from components.data.toy import TOY_ORIGIN  # noqa: E402
 from components.data.validation import ValidationFailed, validate_manifest  # noqa: E402
 from components.tracking import figures, lineage  # noqa: E402
 from components.tracking.mlflow_setup import stage_run  # noqa: E402
-from pipelines.cli import load_stage_config, run_main, stage_parser  # noqa: E402
+from pipelines.cli import stage_main  # noqa: E402
 
 log = logging.getLogger("prepare")
 
@@ -155,9 +155,7 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("prepare", "Import a dataset (or generate the toy set) into data/real and validate it.")
-    args = parser.parse_args(argv)
-    run_main(lambda: run(load_stage_config(PrepareConfig, "prepare", args)))
+    stage_main("prepare", PrepareConfig, run, "Import a dataset (or generate the toy set) into data/real and validate it.", argv)
 
 
 if __name__ == "__main__":
