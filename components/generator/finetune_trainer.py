@@ -186,7 +186,9 @@ class FinetuneTrainer:
             0, len(self.alphas), (n,), generator=self.host_gen)
         drop = torch.rand(n, generator=self.host_gen) < cfg.prompt_dropout
         weights = losses.mask_loss_weights(t, self.alphas, cfg.mask_loss_max_timestep, cfg.mask_loss_weighting)
-        gated = torch.nonzero(weights > 0).flatten()
+        # With both mask weights at 0 no sample takes the decoder path (its backward would cost for nothing).
+        gated = torch.nonzero(weights > 0).flatten() if (cfg.lambda_bce or cfg.lambda_dice) else weights.new_zeros(
+            0, dtype=torch.long)
         ids = self.prompt_ids[index]
         if bool(drop.any()):
             ids = torch.where(drop.to(device, non_blocking=True)[:, None], self.empty_ids, ids)
