@@ -7,8 +7,9 @@ A preset fills every training setting; a key set in params.yaml (not null) overr
 
 `paper` follows the paper (classification 224 px, batch 32, lr 1e-4, 50 epochs for DenseNet121 / ResNet34 and
 40 for SqueezeNet / Swin; segmentation 512 px, batch 8, lr 1e-3, 20 epochs, Dice loss; ImageNet weights
-from the local cache) and wants a GPU. `cpu` runs on the embedded toy data in minutes on a laptop CPU: small
-images, few epochs, capped training sets, fewer folds, models trained from scratch.
+from the local cache) and wants a GPU. `cpu` runs on the embedded toy data in minutes on a laptop CPU: one
+architecture per task trained from scratch, small images (48 px classification, 64 px segmentation), 3 folds,
+3 epochs, segmentation training sets capped at 320 images.
 """
 from __future__ import annotations
 
