@@ -25,7 +25,7 @@ class PretrainConfig:
     unet_steps: int = 1200
     unet_batch_size: int = 32
     unet_learning_rate: float = 1e-3
-    snr_gamma: float = 5.0              # Min-SNR-γ loss weighting (faster convergence); 0: plain MSE
+    snr_gamma: float = 0.0              # > 0: Min-SNR-γ loss weights (for v they starve high noise: keep 0 for tiny)
     ema_decay: float = 0.995            # EMA of UNet + text encoder weights, saved as the model; 0: none
     train_text_encoder: bool = True
     prompt_dropout: float = 0.1         # empty prompt for classifier-free guidance

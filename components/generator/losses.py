@@ -68,9 +68,9 @@ def min_snr_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma
                     prediction_type: str) -> torch.Tensor:
     """Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v."""
     ab = alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = ab / (1 - ab)
+    snr = ab / (1 - ab).clamp_min(1e-8)
     clipped = snr.clamp(max=gamma)
-    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr.clamp_min(1e-8)
 
 
 def mask_loss_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, max_timestep: int,
