@@ -18,7 +18,7 @@ import logging
 from components.downstream.config import DownstreamConfig, resolve
 from components.downstream.runner import run_cv
 from components.downstream.tasks import ClassificationTask
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.classify")
 
@@ -35,9 +35,7 @@ def run(cfg: DownstreamConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("classify", "Cross-validated classification on real / synthetic / hybrid training sets.")
-    args = parser.parse_args(argv)
-    run_main(lambda: run(load_stage_config(DownstreamConfig, "classify", args)))
+    stage_main("classify", DownstreamConfig, run, "Cross-validated classification on real / synthetic / hybrid training sets.", argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from components.quality.similarity import lpips_model, msssim_setup
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
 from components.tracking.registry import GENERATOR_MODEL, record_generator_metrics
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.quality")
 
@@ -153,9 +153,7 @@ def _consistency(cfg: QualityConfig, real_train: pd.DataFrame, sets: dict[str, I
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("quality", "Table 1: feature distances, LPIPS, MS-SSIM, mask statistics, consistency.")
-    args = parser.parse_args(argv)
-    run_main(lambda: run(load_stage_config(QualityConfig, "quality", args)))
+    stage_main("quality", QualityConfig, run, "Table 1: feature distances, LPIPS, MS-SSIM, mask statistics, consistency.", argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from components.downstream.xai import XaiRow, attribution_maps, comparison_figur
 from components.errors import ConfigError
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.report")
 
@@ -147,9 +147,7 @@ def _headline(c_agg: pd.DataFrame, s_agg: pd.DataFrame) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("report", "Tables 1-3, the real/synthetic/hybrid bar plot and the XAI heatmaps.")
-    args = parser.parse_args(argv)
-    run_main(lambda: run(load_stage_config(ReportConfig, "report", args)))
+    stage_main("report", ReportConfig, run, "Tables 1-3, the real/synthetic/hybrid bar plot and the XAI heatmaps.", argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from components.generator.synthesis_writer import PairGenerator, WriteSummary, a
 from components.tracking.figures import log_figure, overlay, pair_grid
 from components.tracking.lineage import dvc_md5
 from components.tracking.mlflow_setup import stage_run
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.synthesize")
 
@@ -136,9 +136,7 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("synthesize", "Generate class-planned image-mask pairs with the fine-tuned generator.")
-    args = parser.parse_args(argv)
-    run_main(lambda: run(load_stage_config(SynthesizeConfig, "synthesize", args)))
+    stage_main("synthesize", SynthesizeConfig, run, "Generate class-planned image-mask pairs with the fine-tuned generator.", argv)
 
 
 if __name__ == "__main__":
