@@ -77,7 +77,7 @@ class FinetuneTrainer:
                              f"by {self.base.vae_factor}; re-run adapt_vae on this base model ({cfg.base_model})")
         self.unet, self.text_encoder, self.tokenizer = self.base.unet, self.base.text_encoder, self.base.tokenizer
         self.noise_scheduler = self.base.noise_scheduler
-        self.alphas = self.noise_scheduler.alphas_cumprod.float()          # CPU copy for host-side weights
+        self.alphas = self.noise_scheduler.alphas_cumprod.float().clone()  # CPU copy for host-side weights
         self.alphas_dev = self.alphas.to(self.device)
         self.scale = float(self.vae.config.scaling_factor)
 
