@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file, an interrupted writer leaves none behind."""
+"""Atomic file writes: a reader never sees a half-written file, an interrupted writer never replaces one."""
 from __future__ import annotations
 
 import contextlib
@@ -73,13 +73,15 @@ def write_png(path: str | Path, array_or_image: np.ndarray | Image.Image) -> Pat
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; it replaces `path` only if the block finishes.
 
-    A failure leaves `path` as it was (or absent) and removes the temporary folder.
+    A failure leaves `path` as it was (or absent) and removes the temporary folder; folders left by a
+    killed writer (SIGKILL skips every cleanup) are removed by the next writer of the same path.
     """
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_orphans(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         old = None
@@ -92,3 +94,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove `.name.<pid>.*.tmp` folders beside `path` whose writer process no longer exists."""
+    import shutil
+
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # exists, owned by someone else
+        return True
+    return True

@@ -42,7 +42,7 @@ def load_generator(cfg: SynthesizeConfig) -> PairGenerator:
     dtype = getattr(torch, _DTYPES[cfg.dtype]) if _DTYPES[cfg.dtype] else None
     device = None if cfg.device == "auto" else cfg.device
     return DualGenerator.from_dirs(cfg.base_dir, cfg.vae_dir, lora_dir=cfg.lora_dir or None, device=device,
-                                   dtype=dtype)
+                                   dtype=dtype, compile=cfg.compile, channels_last=cfg.channels_last)
 
 
 def real_training_rows(cfg: SynthesizeConfig) -> pd.DataFrame:

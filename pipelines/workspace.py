@@ -21,15 +21,21 @@ def _git_files(args: list[str], root: Path) -> list[str]:
     return [f for f in out.decode().split("\0") if f]
 
 
+def _is_result(rel: str) -> bool:
+    """Pipeline results of the source workspace (uncommitted dvc.lock, metrics): not part of the code."""
+    return rel == "dvc.lock" or rel.startswith("metrics/")
+
+
 def copy_repo(dst: str | Path, init_git: bool = True, src: Path = PROJECT_ROOT) -> Path:
-    """Copy the project's tracked and untracked-but-not-ignored files into dst (no data, venv or stores).
+    """Copy the project's tracked and untracked-but-not-ignored files into dst (no data, results, venv or stores).
 
     With `init_git`, dst becomes a fresh git repository with one commit, so `dvc repro` and lineage tags
     (git commit) work there as in a clone. Returns dst.
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    files = sorted(set(_git_files([], src) + _git_files(["--others", "--exclude-standard"], src)))
+    untracked = [f for f in _git_files(["--others", "--exclude-standard"], src) if not _is_result(f)]
+    files = sorted(set(_git_files([], src) + untracked))
     for rel in files:
         source = src / rel
         if not source.is_file():  # deleted in the working tree but still tracked

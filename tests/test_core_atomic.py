@@ -27,3 +27,25 @@ def test_png_and_numpy_json(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / "x.png")), arr)
     atomic.write_json(tmp_path / "m.json", {"n": np.int64(3), "f": np.float32(0.5), "a": np.zeros(2)})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [0.0, 0.0], "f": 0.5, "n": 3}
+
+
+def test_atomic_dir_removes_folders_of_killed_writers_only(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from components.atomic import atomic_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".real.{dead.pid}.x1.tmp"
+    live = tmp_path / f".real.{os.getpid()}.x2.tmp"          # another writer of this process, still at work
+    other = tmp_path / f".realx.{dead.pid}.x3.tmp"           # a different target's folder
+    for folder in (orphan, live, other):
+        folder.mkdir()
+        (folder / "part.png").write_bytes(b"half")
+    with atomic_dir(tmp_path / "real") as tmp:
+        (tmp / "done.txt").write_text("ok")
+    assert (tmp_path / "real" / "done.txt").read_text() == "ok"
+    assert not orphan.exists()
+    assert live.exists() and other.exists()

@@ -8,7 +8,9 @@ import torchvision
 from components.downstream import weights
 from components.downstream.classifiers import _densenet_keys, available_classifiers, create_classifier
 from components.downstream.segmenters import available_segmenters, check_size, create_segmenter
-from components.downstream.training import TrainSettings, predict_masks, train_classifier, train_segmenter
+from components.data.torch_dataset import loader_kwargs
+from components.downstream.training import TrainSettings, make_loader, predict_masks, train_classifier, \
+    train_segmenter
 from components.errors import ModelError
 
 
@@ -112,3 +114,32 @@ def test_training_api_lowers_losses_and_predicts_binary_masks():
     masks = predict_masks(seg, torch.stack([d["image"] for d in data.items[:4]]))
     assert masks.shape == (4, 1, 16, 16) and masks.dtype == torch.uint8
     assert set(masks.unique().tolist()) <= {0, 1}
+
+
+def test_loader_settings_follow_workers_and_device():
+    assert loader_kwargs(0, "cpu") == {"num_workers": 0, "pin_memory": False}
+    assert loader_kwargs(0, "cuda") == {"num_workers": 0, "pin_memory": True}
+    assert loader_kwargs(2, "cuda:1", prefetch_factor=4) == {"num_workers": 2, "pin_memory": True,
+                                                             "persistent_workers": True, "prefetch_factor": 4}
+    assert loader_kwargs(2, torch.device("cpu"), persistent=False) == {
+        "num_workers": 2, "pin_memory": False, "persistent_workers": False, "prefetch_factor": 2}
+    assert loader_kwargs(1, "cuda", pin_memory=False)["pin_memory"] is False
+    data = _Squares(8)
+    settings = TrainSettings(batch_size=4, num_workers=2, pin_memory=True, device="cpu")
+    train, evaluate = make_loader(data, settings, train=True), make_loader(data, settings, train=False)
+    assert train.persistent_workers and train.prefetch_factor == 2 and not train.pin_memory
+    assert not evaluate.persistent_workers      # iterated once: nothing to keep alive
+
+
+def test_persistent_workers_train_like_the_main_process():
+    data = _Squares(16)
+    histories = []
+    for workers in (0, 1):
+        torch.manual_seed(0)
+        clf = create_classifier("tiny_cnn", num_classes=2, image_size=16)
+        settings = TrainSettings(epochs=3, batch_size=8, lr=1e-2, num_workers=workers)
+        histories.append(train_classifier(clf, data, settings)["loss_history"])
+    # Same batches in the first epoch. Later shuffles differ: torch draws the workers' base seed from the loader's
+    # generator once per iterator, and persistent workers keep one iterator for every epoch.
+    assert histories[1][0] == pytest.approx(histories[0][0], rel=1e-6)
+    assert len(histories[1]) == 3 and histories[1][-1] < histories[1][0]

@@ -185,3 +185,21 @@ def test_gradient_checkpointing_gives_the_same_losses_and_cached_latents_train(s
     result = cached.run()
     assert cached.cached is not None and cached.cached[0].shape[0] == len(cached.dataset)
     assert len(result.history) == 2 and all(np.isfinite(h["total"]) for h in result.history)
+
+
+def test_persistent_workers_reproduce_the_main_process_batches_and_compile_is_wired(stages, tmp_path):
+    from components.generator import lora, runtime
+
+    base = dataclasses.replace(stages["ft_cfg"], batch_size=8, max_train_steps=5, register=False, log_every=1,
+                               checkpoint_every=100, out_dir=str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "ca"))
+    plain = FinetuneTrainer(base, progress=False)
+    assert plain.steps_per_epoch < 5                    # the run crosses epoch boundaries
+    workers = FinetuneTrainer(dataclasses.replace(base, num_workers=1, out_dir=str(tmp_path / "b")), progress=False)
+    a, b = plain.run().history, workers.run().history
+    np.testing.assert_allclose([h["total"] for h in a], [h["total"] for h in b], rtol=1e-5)
+
+    assert not runtime.is_compiled(plain.unet)
+    compiled = FinetuneTrainer(dataclasses.replace(base, compile=True, out_dir=str(tmp_path / "c")), progress=False)
+    assert runtime.is_compiled(compiled.unet)           # compiled at its first forward, not run here (slow on CPU)
+    assert list(lora.lora_state(compiled.unet)) == list(lora.lora_state(plain.unet))
+    assert all(p.requires_grad for p in compiled.params)

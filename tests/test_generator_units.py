@@ -1,6 +1,7 @@
 """Generator building blocks on tiny random models: surgery, losses, LoRA, checkpoints, tokenizer, sampling."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from components.errors import ConfigError, ModelError
-from components.generator import base_models, checkpoints, losses, lora, presets
+from components.generator import base_models, checkpoints, losses, lora, presets, runtime
 from components.generator.config import FinetuneConfig, check_resolution
-from components.generator.sampling import DualGenerator, to_arrays
+from components.generator.data import EpochBatches
+from components.generator.sampling import DualGenerator, PromptEmbeddings, ddim_sample, to_arrays
 from components.generator.vae_surgery import expand_to_dual, is_dual, split_output, to_vae_input
 
 
@@ -273,3 +275,79 @@ def test_sampling_sizes_thresholds_two_pass_and_errors(generator):
         generator.generate(prompt, [1], height=30, **kw)
     with pytest.raises(ConfigError, match="one seed per prompt"):
         generator.generate(prompt, [1, 2], **kw)
+
+
+# ---------------------------------------------------------------------------------- GPU fast path
+PROMPTS = [f"a dermoscopic lesion photo of {name} for skin cancer diagnosis"
+           for name in ("melanoma", "melanocytic nevus", "dermatofibroma")]
+
+
+def test_each_distinct_prompt_is_encoded_once(tiny):
+    model, dual = tiny
+    gen = DualGenerator(model.unet, dual, model.text_encoder, model.tokenizer, model.noise_scheduler.config,
+                        version="test", device="cpu")
+    encoded: list[int] = []
+    hook = model.text_encoder.register_forward_hook(lambda module, args, out: encoded.append(len(args[0])))
+    a, b, c = PROMPTS
+    kw = dict(num_inference_steps=1, batch_size=2, progress=False)
+    try:
+        gen.generate([a, b, a, c, b, a], [1, 2, 3, 4, 5, 6], **kw)
+        assert sum(encoded) == 4                        # "", a, b, c: not once per batch
+        gen.generate([c, a], [7, 8], **kw)
+        assert sum(encoded) == 4                        # cached across calls
+    finally:
+        hook.remove()
+
+
+def test_prompt_embeddings_drop_the_least_recently_used():
+    calls: list[list[str]] = []
+
+    def encode(prompts):
+        calls.append(list(prompts))
+        return torch.stack([torch.full((2,), float(len(p))) for p in prompts])
+
+    cache = PromptEmbeddings(encode, max_entries=2)
+    assert cache(["aa", "b", "aa"])[:, 0].tolist() == [2.0, 1.0, 2.0]
+    cache(["b"])                                        # "b" is now the most recently used
+    cache(["ccc"])                                      # evicts "aa"
+    cache(["b", "ccc"])
+    assert calls == [["aa", "b"], ["ccc"]] and len(cache) == 2
+    cache(["aa"])
+    assert calls[-1] == ["aa"]
+
+
+def test_ddim_loop_reads_nothing_back_from_the_device(tiny):
+    """On the meta device every host read of a tensor value (.item(), bool(t), a host tensor indexed with a
+    device one) raises, so a loop that runs there makes no per-step device→host synchronisation."""
+    from diffusers import DDIMScheduler
+
+    model, _ = tiny
+    unet = copy.deepcopy(model.unet).to("meta")
+    scheduler = DDIMScheduler.from_config(model.noise_scheduler.config)
+    noise = torch.randn(2, 4, 8, 8, device="meta")
+    context = torch.randn(2, 77, unet.config.cross_attention_dim, device="meta")
+    out = ddim_sample(unet, scheduler, context, context, noise, num_inference_steps=3, guidance_scale=1.5)
+    assert out.shape == noise.shape and scheduler.timesteps.device.type == "cpu"
+
+
+def test_compile_and_channels_last_flags(generator):
+    assert not runtime.is_compiled(generator.unet) and not generator.channels_last   # defaults; CPU
+    assert not runtime.use_channels_last(True, torch.device("cpu"))
+    assert runtime.use_channels_last(True, torch.device("cuda")) and not runtime.use_channels_last(
+        False, torch.device("cuda"))
+    model = base_models.build_preset("tiny", resolution=32, seed=0)
+    gen = DualGenerator(model.unet, expand_to_dual(model.vae), model.text_encoder, model.tokenizer,
+                        model.noise_scheduler.config, version="test", device="cpu", compile=True)
+    # Compiled in place (lazily, at the first forward): same module, same state_dict keys.
+    assert runtime.is_compiled(gen.unet) and gen.unet is model.unet
+    assert list(gen.unet.state_dict()) == list(generator.unet.state_dict())
+
+
+def test_epoch_batches_switch_epochs_in_place():
+    sampler = EpochBatches(10, 3, seed=0, epoch=0, skip_batches=1)
+    assert len(sampler) == 2
+    sampler.set_epoch(2, skip_batches=1)
+    assert list(sampler) == EpochBatches(10, 3, 0, 2, 1).batches
+    sampler.set_epoch(3)
+    assert list(sampler) == EpochBatches(10, 3, 0, 3).batches and len(sampler) == 3
+    assert list(sampler) != EpochBatches(10, 3, 0, 2).batches

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,23 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipelines.main import stage_order
-from pipelines.workspace import PROJECT_ROOT, apply_overlay, copy_repo, deep_merge
-
-MICRO = PROJECT_ROOT / "configs" / "micro.yaml"
-
-
-def _workspace(tmp_path: Path) -> tuple[Path, dict]:
-    root = copy_repo(tmp_path / "repo", init_git=False)
-    apply_overlay(root / "params.yaml", MICRO)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(key, None)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "micro"], cwd=root,
-                   check=True)
-    return root, env
+from pipelines.workspace import PROJECT_ROOT, deep_merge
+from tests.helpers import micro_workspace
 
 
 def test_stage_order_follows_data_dependencies():
@@ -47,7 +31,7 @@ def test_deep_merge_keeps_unlisted_keys():
 
 
 def test_main_chain_nests_stages_and_reuses_finished_runs(tmp_path):
-    root, env = _workspace(tmp_path)
+    root, env = micro_workspace(tmp_path)
     cmd = [sys.executable, "-m", "pipelines.main", "--stages", "prepare,describe"]
     first = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -70,7 +54,7 @@ def test_main_chain_nests_stages_and_reuses_finished_runs(tmp_path):
 
 @pytest.mark.slow
 def test_full_dvc_repro_then_mlflow_entry_points_and_sweep(tmp_path):
-    root, env = _workspace(tmp_path)
+    root, env = micro_workspace(tmp_path)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "-f"], cwd=root, env=env, check=False)
     done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

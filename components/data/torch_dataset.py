@@ -57,3 +57,14 @@ class PairDataset(Dataset):
             "description": str(row["description"]),
             "has_mask": has_mask,
         }
+
+
+def loader_kwargs(num_workers: int, device: torch.device | str, pin_memory: bool = True, persistent: bool = True,
+                  prefetch_factor: int = 2) -> dict:
+    """DataLoader keyword arguments: pinned memory only on CUDA (for non_blocking copies); with workers,
+    `persistent` workers (kept between passes over the loader) each loading `prefetch_factor` batches ahead."""
+    kwargs: dict = {"num_workers": int(num_workers),
+                    "pin_memory": bool(pin_memory) and torch.device(device).type == "cuda"}
+    if num_workers > 0:
+        kwargs.update(persistent_workers=bool(persistent), prefetch_factor=int(prefetch_factor))
+    return kwargs

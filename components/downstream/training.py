@@ -8,7 +8,8 @@ The public API other stages use (the quality stage's image–mask consistency ch
 
 Datasets yield dicts with "image" (3xHxW float in [0, 1]), "mask" (1xHxW {0, 1}) and "label" (int), as
 components.data.torch_dataset.PairDataset does. On CUDA, training runs under autocast (bf16 where the GPU
-supports it, else fp16 with a gradient scaler); on CPU in fp32.
+supports it, else fp16 with a gradient scaler) with cuDNN autotuning, pinned batches and non_blocking copies;
+on CPU in fp32.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from components.data.torch_dataset import loader_kwargs
 from components.downstream.metrics import ClassificationMeter, SegmentationMeter
 from components.downstream.segmenters import dice_loss
 
@@ -56,18 +58,24 @@ def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def _use_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed input sizes: autotuned convolutions pay off after one step
+
+
 def make_loader(dataset: Dataset, settings: TrainSettings, train: bool) -> DataLoader:
-    """A DataLoader with the settings' workers / pinned memory; training shuffles (seeded) and drops a last
-    batch of one (BatchNorm cannot train on a single sample)."""
+    """A DataLoader with the settings' workers (persistent across a training's epochs) and pinned memory (CUDA
+    only); training shuffles (seeded) and drops a last batch of one (BatchNorm cannot train on a single sample)."""
     generator = torch.Generator().manual_seed(settings.seed)
     drop_last = train and len(dataset) % settings.batch_size == 1
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=train, drop_last=drop_last,
-                      num_workers=settings.num_workers, pin_memory=settings.pin_memory,
-                      persistent_workers=False, generator=generator if train else None)
+                      generator=generator if train else None,
+                      **loader_kwargs(settings.num_workers, settings.device, settings.pin_memory, persistent=train))
 
 
 def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, target_key: str) -> dict:
     device = torch.device(settings.device)
+    _use_device(device)
     torch.manual_seed(settings.seed)
     model.to(device).train()
     loader = make_loader(dataset, settings, train=True)
@@ -130,7 +138,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 32)
     """Model outputs for a stack of [0, 1] images, in batches, on the model's device; returned on CPU."""
     device = next(model.parameters()).device
     model.eval()
-    outs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    outs = [model(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
+            for i in range(0, len(images), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -146,6 +155,7 @@ def predict_masks(model: nn.Module, images: torch.Tensor, threshold: float = 0.5
 def evaluate_classifier(model: nn.Module, dataset: Dataset, num_classes: int, settings: TrainSettings) -> dict:
     """Classification scores (metrics.classification_scores) of `model` over `dataset`."""
     device = torch.device(settings.device)
+    _use_device(device)
     model.to(device).eval()
     meter = ClassificationMeter(num_classes)
     amp_dtype = _amp_dtype(device, settings.amp)
@@ -161,6 +171,7 @@ def evaluate_segmenter(model: nn.Module, dataset: Dataset, settings: TrainSettin
                        threshold: float = 0.5) -> tuple[dict, list[dict]]:
     """Mean segmentation scores over `dataset` and the per-image rows (with image_id)."""
     device = torch.device(settings.device)
+    _use_device(device)
     model.to(device).eval()
     meter = SegmentationMeter()
     amp_dtype = _amp_dtype(device, settings.amp)

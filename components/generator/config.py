@@ -17,12 +17,12 @@ class PretrainConfig:
     out_dir: str = "models/base"
     metrics_file: str = "metrics/pretrain.json"
     resolution: int = 64                # training resolution (the toy images are resized to it)
-    vae_steps: int = 800
+    vae_steps: int = 600
     vae_batch_size: int = 16
     vae_crop: int = 32                  # train the (convolutional) VAE on random crops of this side; 0: whole images
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 2000
+    unet_steps: int = 1000
     unet_batch_size: int = 16
     unet_learning_rate: float = 1e-3
     snr_gamma: float = 0.0              # > 0: Min-SNR-γ loss weights (for v they starve high noise: keep 0 for tiny)
@@ -110,7 +110,10 @@ class FinetuneConfig:
     resume: str = ""                    # "" | latest | path of a checkpoint folder
     mixed_precision: str = "auto"       # auto (bf16 on CUDA, fp32 on CPU) | no | fp16 | bf16
     gradient_checkpointing: bool = False
+    compile: bool = False               # torch.compile the UNet (after LoRA is added); first steps pay the compile
+    channels_last: bool = True          # channels_last UNet/VAE on CUDA (ignored on CPU)
     num_workers: int = 0
+    prefetch_factor: int = 2            # batches each worker loads ahead (num_workers > 0; workers persist)
     validation_every_epochs: int = 1
     validation_steps: int = 20          # DDIM steps of the validation grid
     guidance_scale: float = 1.22
@@ -126,7 +129,9 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.lora_rank: {self.lora_rank} — a LoRA needs rank ≥ 1 "
                               f"(the paper compares {list(LORA_RANKS)}); set lora_rank: 4")
         _check_positive(self, "resolution", "epochs", "batch_size", "checkpoint_every", "log_every",
-                        "validation_steps")
+                        "validation_steps", "prefetch_factor")
+        if self.num_workers < 0:
+            raise ConfigError(f"finetune.num_workers: {self.num_workers} must be ≥ 0 (0: load in the main process)")
         if self.learning_rate <= 0:
             raise ConfigError(f"finetune.learning_rate: {self.learning_rate} must be > 0 (paper: 1e-4)")
         if self.checkpoints_total_limit < 1:

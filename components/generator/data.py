@@ -78,16 +78,24 @@ class SeededPairs(Dataset):
 
 
 class EpochBatches(Sampler):
-    """Batches of (index, augmentation seed) for one epoch, shuffled by (seed, epoch); can skip done batches."""
+    """Batches of (index, augmentation seed) for one epoch, shuffled by (seed, epoch); can skip done batches.
+
+    `set_epoch` switches epochs in place, so one DataLoader (and its persistent workers) serves every epoch:
+    the loader re-reads its batch sampler at the start of each pass.
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, skip_batches: int = 0,
                  drop_last: bool = True):
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(n)
-        aug = rng.integers(0, 2**31 - 1, size=n)
-        stop = n - n % batch_size if drop_last else n
-        self.batches = [[(int(order[i]), int(aug[i])) for i in range(s, min(s + batch_size, stop))]
-                        for s in range(0, stop, batch_size)][skip_batches:]
+        self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
+        self.set_epoch(epoch, skip_batches)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.n)
+        aug = rng.integers(0, 2**31 - 1, size=self.n)
+        stop = self.n - self.n % self.batch_size if self.drop_last else self.n
+        self.batches = [[(int(order[i]), int(aug[i])) for i in range(s, min(s + self.batch_size, stop))]
+                        for s in range(0, stop, self.batch_size)][skip_batches:]
 
     def __iter__(self):
         return iter(self.batches)

@@ -6,7 +6,8 @@ The mask terms need mask logits: x̂0 is predicted from the UNet output with the
 the frozen adapted decoder, and channel 4 is compared with the true mask. They are gated/weighted by timestep
 (`mask_loss_max_timestep`, `mask_loss_weighting`). Timesteps, prompt dropout and the gate are drawn on the
 host, so the trainer knows which samples to decode without waiting on the device; losses are accumulated on
-the device and read every `log_every` steps.
+the device and read every `log_every` steps. On CUDA: channels_last modules, pinned batches copied with
+non_blocking, persistent loader workers, and optionally a torch.compile'd UNet (`compile`).
 
 Resumable: checkpoints hold LoRA + optimiser + LR scheduler + RNG states + position + loss history; batches and
 their augmentation depend only on (seed, epoch, position), so a resumed run reproduces the uninterrupted one.
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from components.config import to_dict
+from components.data.torch_dataset import loader_kwargs
 from components.errors import ModelError
 from components.generator import checkpoints, losses, lora as lora_lib, runtime
 from components.generator.base_models import BaseModel, load_base, vae_factor
@@ -85,7 +87,7 @@ class FinetuneTrainer:
             module.requires_grad_(False)
             module.to(self.device, dtype=self.dtype)
             module.eval()
-        if self.device.type == "cuda":
+        if runtime.use_channels_last(cfg.channels_last, self.device):
             self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
         self.params = lora_lib.add_lora(self.unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules)
@@ -93,6 +95,7 @@ class FinetuneTrainer:
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()   # the mask loss backpropagates through the decoder
+        runtime.maybe_compile(self.unet, cfg.compile)   # in place: LoRA state and checkpoints keep their keys
 
         self.train_df = load_split(cfg.data_dir, "train", cfg.descriptions_csv, stage="finetune")
         self.categories = read_categories(cfg.data_dir, self.train_df)
@@ -246,7 +249,7 @@ class FinetuneTrainer:
         self.unet.eval()
         gen = DualGenerator(self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler.config,
                             version="validation", resolution=self.cfg.resolution, device=self.device,
-                            dtype=self.dtype, prepare=False)
+                            dtype=self.dtype, prepare=False, channels_last=self.cfg.channels_last)
         prompts = [template_prompt(c) for c in self.categories]
         pairs = gen.generate(prompts, [self.cfg.seed + i for i in range(len(prompts))],
                              num_inference_steps=steps or self.cfg.validation_steps,
@@ -269,10 +272,13 @@ class FinetuneTrainer:
         rows: list = []
         bar = tqdm(total=self.total_steps, initial=self.global_step, desc="finetune", unit="step",
                    disable=not self.progress)
+        # One loader for every epoch (persistent workers survive between them); set_epoch re-shuffles in place.
+        # Its own generator: the workers' base seed is not drawn from the global RNG a checkpoint restores.
+        sampler = EpochBatches(len(self.dataset), cfg.batch_size, cfg.seed, self.epoch, self.batch_in_epoch)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed),
+                            **loader_kwargs(cfg.num_workers, self.device, prefetch_factor=cfg.prefetch_factor))
         while self.global_step < self.total_steps and self.epoch < self.n_epochs:
-            sampler = EpochBatches(len(self.dataset), cfg.batch_size, cfg.seed, self.epoch, self.batch_in_epoch)
-            loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                pin_memory=self.device.type == "cuda", persistent_workers=False)
+            sampler.set_epoch(self.epoch, self.batch_in_epoch)
             for batch in loader:
                 parts, n_gated = self.train_step(batch)
                 self.global_step += 1
@@ -295,6 +301,7 @@ class FinetuneTrainer:
                     if self.on_validation:
                         self.on_validation(self.epoch + 1, rows)
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        del loader   # shuts persistent workers down before validation and saving
         self._flush(pending)
         bar.close()
         t_train = time.perf_counter()

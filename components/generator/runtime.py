@@ -43,6 +43,22 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def use_channels_last(enabled: bool, device: torch.device) -> bool:
+    """channels_last only where it pays off (CUDA convolutions); on CPU it stays off whatever the flag says."""
+    return bool(enabled) and device.type == "cuda"
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool) -> None:
+    """torch.compile `module` in place when enabled (nn.Module.compile: the object and its state_dict keys stay
+    the same, so LoRA save/load and checkpoints work unchanged); compilation happens at the first forward."""
+    if enabled:
+        module.compile()
+
+
+def is_compiled(module: torch.nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

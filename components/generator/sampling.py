@@ -7,7 +7,8 @@
 
 Each sample's initial noise comes from its own CPU torch.Generator seeded with its seed, DDIM runs with eta 0
 (no further noise), and guidance is one batched forward over [unconditional; conditional], so a sample depends
-only on its prompt and seed, not on which other samples share its batch (up to float rounding).
+only on its prompt and seed, not on which other samples share its batch (up to float rounding). Text embeddings
+are cached by prompt, and the DDIM loop makes no device→host round trip.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,19 +47,49 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 def ddim_sample(unet: UNet2DConditionModel, scheduler: DDIMScheduler, cond: torch.Tensor, uncond: torch.Tensor,
                 noise: torch.Tensor, num_inference_steps: int, guidance_scale: float) -> torch.Tensor:
     """Denoise `noise` (B x C x h x w, already on the UNet's device/dtype) into scaled latents with DDIM + CFG."""
-    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    # Timesteps stay on the host: scheduler.step indexes its CPU alphas with them and branches on them, which with
+    # device timesteps is a device→host sync every step. The UNet gets device copies made once.
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps
+    timesteps_dev = timesteps.to(noise.device, non_blocking=True)
     latents = noise * scheduler.init_noise_sigma
     guided = guidance_scale > 1.0
     context = torch.cat([uncond, cond]) if guided else cond
-    for t in scheduler.timesteps:
+    for i, t in enumerate(timesteps):
         model_in = torch.cat([latents, latents]) if guided else latents
         model_in = scheduler.scale_model_input(model_in, t)
-        out = unet(model_in, t, encoder_hidden_states=context).sample
+        out = unet(model_in, timesteps_dev[i], encoder_hidden_states=context).sample
         if guided:
             out_uncond, out_cond = out.chunk(2)
             out = out_uncond + guidance_scale * (out_cond - out_uncond)
         latents = scheduler.step(out, t, latents, eta=0.0).prev_sample
     return latents
+
+
+class PromptEmbeddings:
+    """Text-encoder outputs by prompt, least recently used dropped beyond `max_entries`: a prompt is encoded once
+    while it stays cached, however many batches and generate() calls use it."""
+
+    def __init__(self, encode: Callable[[list[str]], torch.Tensor], max_entries: int = 512):
+        self._encode, self.max_entries = encode, max_entries
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        """Stacked embeddings of `prompts`; the uncached distinct ones are encoded together in one call."""
+        distinct = list(dict.fromkeys(prompts))
+        missing = [p for p in distinct if p not in self._cache]
+        if missing:
+            for prompt, emb in zip(missing, self._encode(missing)):
+                self._cache[prompt] = emb.clone()   # a row view would keep its whole batch alive
+        out = torch.stack([self._cache[p] for p in prompts])
+        for prompt in distinct:
+            self._cache.move_to_end(prompt)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return out
 
 
 class DualGenerator:
@@ -66,31 +98,39 @@ class DualGenerator:
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: torch.nn.Module, tokenizer,
                  scheduler_config: dict, version: str, resolution: int | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 prepare: bool = True):
-        """Wrap loaded modules; `prepare` moves them to device/dtype and freezes them (False: use as they are,
-        e.g. for validation samples of modules in training, which the caller keeps on `device` in eval mode)."""
+                 prepare: bool = True, compile: bool = False, channels_last: bool = True,
+                 prompt_cache_size: int = 512):
+        """Wrap loaded modules; `prepare` moves them to device/dtype, freezes them and applies `channels_last`
+        (CUDA only) and `compile` (torch.compile of the UNet). prepare=False uses them as they are, e.g. for
+        validation samples of modules in training, which the caller keeps on `device` in eval mode."""
         require_dual(vae, "DualGenerator")
         self.device = runtime.resolve_device(device or "auto")
         self.dtype = dtype or (runtime.weight_dtype("auto", self.device))
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.channels_last = runtime.use_channels_last(channels_last, self.device)
         if prepare:
             for module in (unet, vae, text_encoder):
                 module.to(device=self.device, dtype=self.dtype)
                 module.eval()
                 module.requires_grad_(False)
-            if self.device.type == "cuda":
-                self.unet.to(memory_format=torch.channels_last)
+            if self.channels_last:
+                unet.to(memory_format=torch.channels_last)
+                vae.to(memory_format=torch.channels_last)
+            runtime.maybe_compile(unet, compile)
         self.scheduler_config = dict(scheduler_config)
         self.version = version
         self.factor = base_models.vae_factor(vae)
         self.resolution = int(resolution or unet.config.sample_size * self.factor)
         self._uncond: torch.Tensor | None = None
+        self._embeddings = PromptEmbeddings(self._encode, prompt_cache_size)
 
     # ------------------------------------------------------------------------------------- loading
     @classmethod
     def from_dirs(cls, base_dir: str | Path, vae_dir: str | Path, lora_dir: str | Path | None = None,
-                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DualGenerator":
-        """Load base model (folder, base.json pointer or hub id), adapted VAE folder and optional LoRA folder."""
+                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                  compile: bool = False, channels_last: bool = True) -> "DualGenerator":
+        """Load base model (folder, base.json pointer or hub id), adapted VAE folder and optional LoRA folder
+        (fused into the UNet before it is compiled)."""
         base = base_models.load_base(base_dir)
         vae = load_dual_vae(vae_dir)
         resolution = None
@@ -100,14 +140,17 @@ class DualGenerator:
             resolution = meta.get("resolution")
         version = generator_version(base.identity, vae_dir, lora_dir)
         return cls(base.unet, vae, base.text_encoder, base.tokenizer, base.noise_scheduler.config, version,
-                   resolution=resolution, device=device, dtype=dtype)
+                   resolution=resolution, device=device, dtype=dtype, compile=compile, channels_last=channels_last)
 
     # ---------------------------------------------------------------------------------- generation
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        return runtime.encode_prompts(self.text_encoder, self.tokenizer, prompts, self.device)
+
     def _context(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        cond = runtime.encode_prompts(self.text_encoder, self.tokenizer, prompts, self.device)
+        """(conditional, unconditional) text embeddings; each prompt and the empty prompt encoded once."""
         if self._uncond is None:
-            self._uncond = runtime.encode_prompts(self.text_encoder, self.tokenizer, [""], self.device)
-        return cond, self._uncond.expand(len(prompts), -1, -1)
+            self._uncond = self._encode([""])
+        return self._embeddings(prompts), self._uncond.expand(len(prompts), -1, -1)
 
     @torch.no_grad()
     def sample_latents(self, prompts: list[str], seeds: list[int], num_inference_steps: int = 45,
@@ -118,6 +161,8 @@ class DualGenerator:
         check_size(height, width, self.factor)
         shape = (self.unet.config.in_channels, height // self.factor, width // self.factor)
         noise = initial_noise(seeds, shape).to(self.device, self.dtype)
+        if self.channels_last:
+            noise = noise.to(memory_format=torch.channels_last)
         cond, uncond = self._context(prompts)
         scheduler = DDIMScheduler.from_config(self.scheduler_config)
         with runtime.autocast(self.device, self.dtype):
@@ -126,8 +171,11 @@ class DualGenerator:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled latents → (RGB B x 3 x H x W in [0, 1], mask logits B x 1 x H x W), float32."""
+        latents = latents / self.vae.config.scaling_factor
+        if self.channels_last:
+            latents = latents.to(memory_format=torch.channels_last)
         with runtime.autocast(self.device, self.dtype):
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            decoded = self.vae.decode(latents).sample
         return split_output(decoded)
 
     def generate(self, prompts: list[str], seeds: list[int], num_inference_steps: int = 45,

@@ -35,6 +35,8 @@ class SynthesizeConfig:
     max_components: int = 3
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     dtype: str = "auto"                # auto | float32 | float16 | bfloat16
+    compile: bool = False              # torch.compile the UNet (after the LoRA is fused)
+    channels_last: bool = True         # channels_last UNet and VAE decode on CUDA (ignored on CPU)
     validate: bool = True
     progress: bool = True
     metrics_file: str = "metrics/synthesize.json"
