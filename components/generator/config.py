@@ -22,7 +22,7 @@ class PretrainConfig:
     vae_crop: int = 32                  # train the (convolutional) VAE on random crops of this side; 0: whole images
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
-    unet_steps: int = 1000
+    unet_steps: int = 900
     unet_batch_size: int = 16
     unet_learning_rate: float = 1e-3
     snr_gamma: float = 0.0              # > 0: Min-SNR-γ loss weights (for v they starve high noise: keep 0 for tiny)
@@ -50,7 +50,7 @@ class AdaptVaeConfig:
     out_dir: str = "models/vae4"
     metrics_file: str = "metrics/adapt_vae.json"
     resolution: int = 64
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 16
     learning_rate: float = 1e-3         # new channels (conv_in mask slice, conv_out mask filter)
     decoder_learning_rate: float = 1e-4  # pretrained decoder block / its LoRA: nudged, not retrained

@@ -22,7 +22,7 @@ class SynthesizeConfig:
     counts: dict[str, int] = field(default_factory=dict)
     scale: float = 1.0
     prompt_source: str = "descriptions"  # descriptions | template
-    num_inference_steps: int = 45
+    num_inference_steps: int = 30
     guidance_scale: float = 1.22
     resolution: int = 0                # 0 = the generator's own sample size (the fine-tune resolution)
     batch_size: int = 8

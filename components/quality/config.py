@@ -27,7 +27,7 @@ class QualityConfig:
     consistency: bool = True            # Dice of each mask against a segmenter trained on real training pairs
     segmenter: str = "tiny_unet"        # components/downstream/segmenters.py registry name
     segmenter_size: int = 64
-    segmenter_epochs: int = 8
+    segmenter_epochs: int = 5
     segmenter_batch_size: int = 16
     segmenter_lr: float = 0.003
     seed: int = 42
