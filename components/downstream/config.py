@@ -9,7 +9,7 @@ A preset fills every training setting; a key set in params.yaml (not null) overr
 40 for SqueezeNet / Swin; segmentation 512 px, batch 8, lr 1e-3, 20 epochs, Dice loss; ImageNet weights
 from the local cache) and wants a GPU. `cpu` runs on the embedded toy data in minutes on a laptop CPU: one
 architecture per task trained from scratch, small images (48 px classification, 64 px segmentation), 3 folds,
-3 epochs, training sets capped at 400 (classification) and 240 (segmentation) images.
+6 / 3 epochs, training sets capped at 400 (classification) and 240 (segmentation) images.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ CLASSIFY_PRESETS: dict[str, dict[str, Any]] = {
         # (SqueezeNet stays at the majority class); ResNet34 learns the toy classes in a few epochs at 48 px.
         "architectures": ["resnet34"],
         "n_folds": 3, "image_size": 48, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine",
-        "epochs": {"default": 3},
+        "epochs": {"default": 6},
         "max_train_images": 400, "pretrained": "", "num_workers": 0, "pin_memory": False,
         "eval_batch_size": 128,
     },
