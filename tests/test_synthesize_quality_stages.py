@@ -38,7 +38,9 @@ def _synth_cfg(root, **kw) -> SynthesizeConfig:
 
 
 def test_params_sections_load(repo_root):
-    assert load_section(SynthesizeConfig, "synthesize", repo_root / "params.yaml").num_inference_steps == 45
+    cfg = load_section(SynthesizeConfig, "synthesize", repo_root / "params.yaml")
+    assert (cfg.mode, cfg.guidance_scale, cfg.mask_threshold) == ("match", 1.22, 0.5)   # the paper's guidance
+    assert 20 <= cfg.num_inference_steps <= 60                                          # the sweep's range
     assert load_section(QualityConfig, "quality", repo_root / "params.yaml").inception_weights == ""
 
 
