@@ -35,7 +35,8 @@ def run(cfg: DownstreamConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("classify", DownstreamConfig, run, "Cross-validated classification on real / synthetic / hybrid training sets.", argv)
+    stage_main("classify", DownstreamConfig, run,
+               "Cross-validated classification on real / synthetic / hybrid training sets.", argv)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ def run(cfg: DescribeConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("describe", DescribeConfig, run, "Describe every image with a vision LLM (cached) or the offline template.", argv)
+    stage_main("describe", DescribeConfig, run,
+               "Describe every image with a vision LLM (cached) or the offline template.", argv)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,8 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("prepare", PrepareConfig, run, "Import a dataset (or generate the toy set) into data/real and validate it.", argv)
+    stage_main("prepare", PrepareConfig, run,
+               "Import a dataset (or generate the toy set) into data/real and validate it.", argv)
 
 
 if __name__ == "__main__":

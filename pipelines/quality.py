@@ -153,7 +153,8 @@ def _consistency(cfg: QualityConfig, real_train: pd.DataFrame, sets: dict[str, I
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("quality", QualityConfig, run, "Table 1: feature distances, LPIPS, MS-SSIM, mask statistics, consistency.", argv)
+    stage_main("quality", QualityConfig, run,
+               "Table 1: feature distances, LPIPS, MS-SSIM, mask statistics, consistency.", argv)
 
 
 if __name__ == "__main__":

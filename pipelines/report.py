@@ -147,7 +147,8 @@ def _headline(c_agg: pd.DataFrame, s_agg: pd.DataFrame) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("report", ReportConfig, run, "Tables 1-3, the real/synthetic/hybrid bar plot and the XAI heatmaps.", argv)
+    stage_main("report", ReportConfig, run,
+               "Tables 1-3, the real/synthetic/hybrid bar plot and the XAI heatmaps.", argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def run(cfg: DownstreamConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("segment", DownstreamConfig, run, "Cross-validated segmentation on real / synthetic / hybrid training sets.", argv)
+    stage_main("segment", DownstreamConfig, run,
+               "Cross-validated segmentation on real / synthetic / hybrid training sets.", argv)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,8 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("synthesize", SynthesizeConfig, run, "Generate class-planned image-mask pairs with the fine-tuned generator.", argv)
+    stage_main("synthesize", SynthesizeConfig, run,
+               "Generate class-planned image-mask pairs with the fine-tuned generator.", argv)
 
 
 if __name__ == "__main__":
