@@ -11,7 +11,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export NO_ALBUMENTATIONS_UPDATE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install test test-all demo smoke bench ui clean
+.PHONY: install lint test test-all demo smoke bench ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
-test-all: $(STAMP)
+test-all: lint
 	$(BIN)/python -m pytest -m "not gpu" -q
 
 demo: $(STAMP)

@@ -45,11 +45,11 @@ def cases(s: Settings, device: torch.device) -> list[harness.Case]:
             torch.manual_seed(0)
             loader_args = dict(batch_size=batch, shuffle=True, pin_memory=device.type == "cuda")
             if kind == "classifier":
-                net = classifiers.classifier_spec(arch).build(NUM_CLASSES, size)
+                net = classifiers.CLASSIFIERS.create(arch).build(NUM_CLASSES, size)
                 ce = torch.nn.CrossEntropyLoss()
                 return lambda: plain_epoch(net, DataLoader(data, **loader_args), lambda y, t: ce(y, t.long()),
                                            "label", device, normalise=_normalise())
-            net = segmenters.segmenter_spec(arch).build(1)
+            net = segmenters.SEGMENTERS.create(arch).build(1)
             dice = segmenters.dice_loss(1)
             return lambda: plain_epoch(net, DataLoader(data, **loader_args), dice, "mask", device,
                                        normalise=_normalise())

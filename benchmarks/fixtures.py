@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.data.categories import HAM10000_CATEGORIES, display_name
-from components.data.manifest import description_prefix
+from components.data.categories import HAM10000_CATEGORIES
+from components.data.prompts import template_prompt
 
 PRESETS = ("tiny", "sd2-base-random")
 
@@ -89,7 +89,7 @@ class Settings:
 def prompts_for(n: int, seed: int = 0) -> list[str]:
     """The paper's class prompt, cycling over the HAM10000 classes."""
     cats = list(HAM10000_CATEGORIES)
-    return [description_prefix(display_name(cats[(seed + i) % len(cats)])).rstrip(", ") for i in range(n)]
+    return [template_prompt(cats[(seed + i) % len(cats)]) for i in range(n)]
 
 
 def toy_batch(n: int, resolution: int, seed: int = 0) -> dict[str, Any]:

@@ -28,14 +28,6 @@ import torch
 
 # --------------------------------------------------------------------------------------------- device
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → cuda when available, else cpu; an unavailable cuda request is an error naming the fix."""
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
-    return device
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:

@@ -30,6 +30,8 @@ import torch  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.fixtures import PRESETS, Settings, cleanup_model_dirs  # noqa: E402
 from components import atomic  # noqa: E402
+from components.device import resolve_device  # noqa: E402
+from components.errors import ConfigError  # noqa: E402
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "a": ("benchmarks.bench_finetune", "fine-tune throughput"),
@@ -146,7 +148,10 @@ def run_benchmarks(only: list[str], s: Settings, device: torch.device, tables: l
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     _quiet_libraries()
-    device = harness.resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        raise SystemExit(f"--device {args.device}: {exc}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     only = [x.strip() for x in args.only.split(",") if x.strip()]

@@ -16,11 +16,13 @@ import mlflow
 
 from components import atomic
 from components.config import to_dict
+from components.data.manifest import read_categories
 from components.generator import base_models
 from components.generator.config import AdaptVaeConfig
-from components.generator.data import load_split, read_categories
+from components.generator.data import load_split
 from components.generator.folders import staged_dir
-from components.tracking.figures import log_figure, pair_grid
+from components.images import pair_grid
+from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
 from pipelines.cli import load_stage_config, run_main, stage_parser
 

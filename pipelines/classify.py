@@ -13,25 +13,15 @@ A rerun skips the trainings already recorded under the same settings and data.
 """
 from __future__ import annotations
 
-import logging
-
 from components.downstream.config import DownstreamConfig, resolve
-from components.downstream.runner import run_cv
 from components.downstream.tasks import ClassificationTask
+from components.tracking.cv_runs import run_tracked_cv
 from pipelines.cli import stage_main
-
-log = logging.getLogger("pipelines.classify")
 
 
 def run(cfg: DownstreamConfig) -> dict:
     """Run (or resume) the classification protocol; returns the metrics written to the metrics file."""
-    resolved = resolve(cfg, "classify")
-    log.info("classify: preset %s, %s, %d folds, %d px, train sets %s", resolved.preset, resolved.architectures,
-             resolved.n_folds, resolved.image_size, resolved.train_sets)
-    result = run_cv(ClassificationTask(), resolved)
-    log.info("classify: %d trainings run, %d resumed from %s in %.0f s", result["trainings_run"],
-             result["trainings_skipped"], result["results_csv"], result["seconds"])
-    return result
+    return run_tracked_cv(ClassificationTask(), resolve(cfg, "classify"))
 
 
 def main(argv: list[str] | None = None) -> None:

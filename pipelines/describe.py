@@ -13,17 +13,23 @@ from typing import Sequence
 
 import mlflow
 import pandas as pd
-from tqdm import tqdm
 
 from components import atomic
 from components.config import to_dict
 from components.data.manifest import read_manifest, resolve
-from components.describe import (DescribeConfig, DescribeItem, Description, DescriptionCache, create_describer,
-                                 resolve_backend)
+from components.describe import (
+    DescribeConfig,
+    DescribeItem,
+    Description,
+    DescriptionCache,
+    create_describer,
+    resolve_backend,
+)
 from components.describe.apply import DESCRIPTION_COLUMNS
 from components.describe.cache import CACHE_NAME
 from components.describe.secrets import redact, redacting_logs
 from components.errors import DataError
+from components.progress import progress_bar
 from components.tracking.mlflow_setup import stage_run
 from pipelines.cli import stage_main
 
@@ -78,7 +84,7 @@ def run(cfg: DescribeConfig) -> dict:
                          **({"describe.endpoint": endpoint} if endpoint else {})})
         log.info("describing %d image(s) with %s%s (cache: %d answer(s))", len(items), describer.name,
                  f" at {endpoint}, model {cfg.model}" if endpoint else "", len(cache))
-        with tqdm(total=len(items), desc="describe", unit="img") as bar:
+        with progress_bar(total=len(items), desc="describe", unit="img") as bar:
             results = describer.describe(items, progress=bar.update)
         frame = pd.DataFrame([{c: getattr(r, c) for c in DESCRIPTION_COLUMNS} for r in results],
                              columns=list(DESCRIPTION_COLUMNS))

@@ -21,7 +21,8 @@ from components import atomic
 from components.config import to_dict
 from components.generator import checkpoints
 from components.generator.config import FinetuneConfig
-from components.tracking.figures import log_figure, pair_grid
+from components.images import pair_grid
+from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
 from pipelines.cli import load_stage_config, run_main, stage_parser
 
@@ -77,8 +78,8 @@ def run(cfg: FinetuneConfig, reports_dir: str | Path = "reports") -> dict:
         mlflow.log_metrics({f"finetune/{k}": float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float)) and not math.isnan(float(v))})
         if cfg.register:
-            from components.generator.pyfunc_model import log_generator
             from components.generator.sampling import generator_version
+            from components.tracking.generator_model import log_generator
             from components.tracking.registry import register
 
             info = log_generator(cfg.base_model, cfg.vae_dir, result.lora_dir)

@@ -20,7 +20,10 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from components import atomic  # noqa: E402
+from components import (
+    atomic,  # noqa: E402
+    images,  # noqa: E402
+)
 from components.config import to_dict  # noqa: E402
 from components.data import manifest  # noqa: E402
 from components.data.config import PrepareConfig  # noqa: E402
@@ -29,6 +32,7 @@ from components.data.toy import TOY_ORIGIN  # noqa: E402
 from components.data.validation import ValidationFailed, validate_manifest  # noqa: E402
 from components.tracking import figures, lineage  # noqa: E402
 from components.tracking.mlflow_setup import stage_run  # noqa: E402
+from components.tracking.validation_runs import log_validation  # noqa: E402
 from pipelines.cli import stage_main  # noqa: E402
 
 log = logging.getLogger("prepare")
@@ -74,9 +78,9 @@ def sample_grid_figure(root: Path, df: pd.DataFrame, categories: tuple[str, ...]
             pair = manifest.load_pair(root, row)
             cells.append((row["image_id"], pair.image))
             if pair.mask is not None:
-                cells.append(("mask overlay", figures.overlay(pair.image, pair.mask)))
+                cells.append(("mask overlay", images.overlay(pair.image, pair.mask)))
         rows.append((cat, cells))
-    fig = figures.pair_grid(rows)
+    fig = images.pair_grid(rows)
     if title:
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
@@ -108,11 +112,7 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
             import_dataset(cfg.source, cfg.path, out, opts, check=check)
         finally:
             if summaries:
-                s = summaries[-1]
-                mlflow.log_metrics({"validation_real_success": float(s.success),
-                                    "validation_real_failed": float(len(s.failures))})
-                mlflow.log_dict(s.to_dict(), "validation/validation_real.json")
-                mlflow.set_tag("validation.real", "passed" if s.success else "failed")
+                log_validation(summaries[-1], validation_file.name)
         summary = summaries[-1]
 
         df = manifest.read_manifest(out)

@@ -21,7 +21,8 @@ from components.errors import ModelError
 from components.generator import base_models, presets
 from components.generator.config import PretrainConfig
 from components.generator.folders import staged_dir
-from components.tracking.figures import log_figure, pair_grid
+from components.images import pair_grid
+from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
 from pipelines.cli import load_stage_config, run_main, stage_parser
 
@@ -51,7 +52,7 @@ def run(cfg: PretrainConfig, reports_dir: str | Path = "reports") -> dict:
             log_figure(pair_grid(result.sample_rows), "pretrain/base_samples.png",
                        save_to=figures / "base_samples.png")
         else:
-            if presets.is_preset(cfg.base_model) and presets.get_preset(cfg.base_model).pretrain:
+            if cfg.base_model in presets.PRESETS and presets.PRESETS.create(cfg.base_model).pretrain:
                 raise ModelError(f"preset {cfg.base_model!r} cannot be used as a pointer")
             base_models.validate_ref(cfg.base_model)
             with staged_dir(cfg.out_dir) as tmp:

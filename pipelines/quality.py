@@ -19,10 +19,11 @@ import pandas as pd
 from components import atomic
 from components.config import to_dict
 from components.data import manifest
+from components.device import resolve_device
 from components.errors import DataError
 from components.quality.config import QualityConfig
 from components.quality.evaluate import CompareSettings, ImageSet, compare_sets, load_set
-from components.quality.features import create_extractor, resolve_device
+from components.quality.features import create_extractor
 from components.quality.report import mask_stat_histograms, table1_markdown
 from components.quality.similarity import lpips_model, msssim_setup
 from components.tracking.figures import log_figure

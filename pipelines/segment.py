@@ -8,25 +8,15 @@ the best model of each architecture as `skindualgen-segmenter-<arch>` (alias cha
 """
 from __future__ import annotations
 
-import logging
-
 from components.downstream.config import DownstreamConfig, resolve
-from components.downstream.runner import run_cv
 from components.downstream.tasks import SegmentationTask
+from components.tracking.cv_runs import run_tracked_cv
 from pipelines.cli import stage_main
-
-log = logging.getLogger("pipelines.segment")
 
 
 def run(cfg: DownstreamConfig) -> dict:
     """Run (or resume) the segmentation protocol; returns the metrics written to the metrics file."""
-    resolved = resolve(cfg, "segment")
-    log.info("segment: preset %s, %s, %d folds, %d px, train sets %s", resolved.preset, resolved.architectures,
-             resolved.n_folds, resolved.image_size, resolved.train_sets)
-    result = run_cv(SegmentationTask(), resolved)
-    log.info("segment: %d trainings run, %d resumed from %s in %.0f s", result["trainings_run"],
-             result["trainings_skipped"], result["results_csv"], result["seconds"])
-    return result
+    return run_tracked_cv(SegmentationTask(), resolve(cfg, "segment"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,9 +21,11 @@ from components.errors import ConfigError, DataError
 from components.generator.synthesis_config import SynthesizeConfig
 from components.generator.synthesis_plan import build_plan, class_counts, real_train_split
 from components.generator.synthesis_writer import PairGenerator, WriteSummary, assemble, write_samples
-from components.tracking.figures import log_figure, overlay, pair_grid
-from components.tracking.lineage import dvc_md5
+from components.hashing import dvc_md5
+from components.images import overlay, pair_grid
+from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
+from components.tracking.validation_runs import log_validation
 from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.synthesize")
@@ -96,7 +98,7 @@ def validate(cfg: SynthesizeConfig) -> bool:
     """Run the synthetic-manifest Great Expectations suite; raise DataError (exit non-zero) on failure."""
     from components.data.validation import check_manifest
 
-    return check_manifest(cfg.out_dir, kind="synthetic", categories=cfg.categories).success
+    return check_manifest(cfg.out_dir, kind="synthetic", categories=cfg.categories, on_summary=log_validation).success
 
 
 def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:

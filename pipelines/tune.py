@@ -7,6 +7,7 @@ import yaml
 from components import atomic
 from components.config import to_dict
 from components.tracking.mlflow_setup import stage_run
+from components.tracking.tuning_runs import MlflowTrialTracker
 from components.tuning.config import TuneConfig
 from components.tuning.sweep import run_sweep
 from pipelines.cli import load_stage_config, run_main, stage_parser
@@ -30,7 +31,7 @@ def dvc_exp_command(overrides: dict[str, dict]) -> str:
 def run(cfg: TuneConfig) -> dict:
     """Run or resume the sweep under one MLflow run; write best config (YAML) and all trials (JSON)."""
     with stage_run("tune", to_dict(cfg)):
-        result = run_sweep(cfg)
+        result = run_sweep(cfg, tracker=MlflowTrialTracker.for_active_run())   # a child run per trial
         failed = sum(t["error"] is not None for t in result["trials"])
         mlflow.log_metrics({"trials": len(result["trials"]), "failed_trials": failed})
         if result["best"] is None:

@@ -10,8 +10,9 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from components.data import manifest
-from components.data.categories import HAM10000_CATEGORIES, display_name
-from components.data.toy import (HAM10000_COUNTS, assign_categories, class_counts, generate_toy, render_sample)
+from components.data.categories import HAM10000_CATEGORIES
+from components.data.prompts import class_prefix
+from components.data.toy import HAM10000_COUNTS, assign_categories, class_counts, generate_toy, render_sample
 from components.errors import DataError
 
 
@@ -37,8 +38,8 @@ def test_folder_is_complete_and_fast(toy40):
         with Image.open(root / row["mask_path"]) as m:
             assert m.mode == "L" and m.size == (32, 32)
             assert set(np.unique(np.asarray(m)).tolist()) <= {0, 255}
-        assert row["description"].startswith(manifest.description_prefix(display_name(row["category"])))
-        assert len(row["description"]) > len(manifest.description_prefix(display_name(row["category"]))) + 10
+        assert row["description"].startswith(class_prefix(row["category"]))
+        assert len(row["description"]) > len(class_prefix(row["category"])) + 10
 
 
 def test_same_seed_same_bytes_other_seed_differs(toy40, tmp_path):

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from components.data.toy import generate_toy
-from components.data.validation import (ValidationFailed, check_manifest, main, validate_frame,
-                                        validate_manifest)
+from components.data.validation import ValidationFailed, check_manifest, main, validate_frame, validate_manifest
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +186,9 @@ def test_logged_to_active_mlflow_run(ds):
     import mlflow
 
     mlflow.set_experiment("validation-test")
+    from components.tracking.validation_runs import log_validation
+
     with mlflow.start_run() as run:
-        validate_manifest(ds, "real")
+        validate_manifest(ds, "real", on_summary=log_validation)
     data = mlflow.get_run(run.info.run_id).data
     assert data.metrics["validation_real_success"] == 1.0 and data.tags["validation.real"] == "passed"

@@ -12,10 +12,19 @@ import pytest
 import yaml
 from PIL import Image
 
-from components.data.manifest import description_prefix, read_manifest
-from components.describe import (DescribeConfig, DescribeItem, DescriptionCache, TemplateDescriber,
-                                 apply_descriptions, cache_key, check_description, create_describer,
-                                 resolve_backend)
+from components.data.manifest import read_manifest
+from components.data.prompts import description_prefix
+from components.describe import (
+    DescribeConfig,
+    DescribeItem,
+    DescriptionCache,
+    TemplateDescriber,
+    apply_descriptions,
+    cache_key,
+    check_description,
+    create_describer,
+    resolve_backend,
+)
 from components.describe.budget import Budget
 from components.describe.template_describer import compose
 from components.errors import ConfigError, DataError
@@ -182,8 +191,9 @@ def test_apply_descriptions_fills_matching_rows(tmp_path):
 
 
 def test_png_data_url_reencodes_and_downscales():
-    from components.describe.openai_describer import png_data_url
     import base64
+
+    from components.describe.openai_describer import png_data_url
     buf = io.BytesIO()
     Image.fromarray(np.full((40, 80, 3), 120, np.uint8)).save(buf, format="JPEG")
     url = png_data_url(buf.getvalue(), max_side=20)

@@ -5,18 +5,17 @@ import pytest
 import torch
 import torchvision
 
-from components.downstream import weights
-from components.downstream.classifiers import _densenet_keys, available_classifiers, create_classifier
-from components.downstream.segmenters import available_segmenters, check_size, create_segmenter
 from components.data.torch_dataset import loader_kwargs
-from components.downstream.training import TrainSettings, make_loader, predict_masks, train_classifier, \
-    train_segmenter
+from components.downstream import weights
+from components.downstream.classifiers import CLASSIFIERS, _densenet_keys, create_classifier
+from components.downstream.segmenters import SEGMENTERS, check_size, create_segmenter
+from components.downstream.training import TrainSettings, make_loader, predict_masks, train_classifier, train_segmenter
 from components.errors import ModelError
 
 
 def test_registries_list_paper_models_and_tiny_variants():
-    assert {"densenet121", "resnet34", "squeezenet1_1", "swin", "tiny_cnn"} <= set(available_classifiers())
-    assert {"unet_resnet34", "deeplabv3plus_resnet50", "tiny_unet"} <= set(available_segmenters())
+    assert {"densenet121", "resnet34", "squeezenet1_1", "swin", "tiny_cnn"} <= set(CLASSIFIERS.names())
+    assert {"unet_resnet34", "deeplabv3plus_resnet50", "tiny_unet"} <= set(SEGMENTERS.names())
     with pytest.raises(ModelError, match="choose one of"):
         create_classifier("vgg99", 7)
     with pytest.raises(ModelError, match="choose one of"):

@@ -6,7 +6,9 @@ the report tables and figures, and that a rerun resumes instead of retraining.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import uuid
 
 import pandas as pd
@@ -19,6 +21,7 @@ from components.data.toy import generate_toy
 from components.downstream.config import DownstreamConfig, ReportConfig, resolve
 from components.downstream.runner import run_cv
 from components.downstream.tasks import ClassificationTask
+from components.tracking.cv_runs import run_tracked_cv
 from components.tracking.mlflow_setup import configure
 
 
@@ -95,7 +98,7 @@ def test_micro_cv_classify_segment_report(project, capsys):
 
     # --- classify (through run_cv with a recording task), with the HAM10000-format external set
     task = RecordingTask()
-    result = run_cv(task, resolve(_cfg("classify", "tiny_cnn", external_dir="ham"), "classify"))
+    result = run_tracked_cv(task, resolve(_cfg("classify", "tiny_cnn", external_dir="ham"), "classify"))
     assert result["trainings_run"] == 6 and result["external"] == "evaluated"
     for ids in task.evaluated:
         assert not ids & synthetic_ids                       # no synthetic image ever evaluated
@@ -115,7 +118,7 @@ def test_micro_cv_classify_segment_report(project, capsys):
     # --- MLflow: stage run > architecture run > one child per fold and training set; model registered
     configure()
     client = MlflowClient()
-    exp = client.get_experiment_by_name(__import__("os").environ["MLFLOW_EXPERIMENT_NAME"])
+    exp = client.get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"])
     runs = client.search_runs([exp.experiment_id], max_results=200)
     stage = [r for r in runs if r.data.tags.get("stage") == "classify"]
     arch = [r for r in runs if r.data.tags.get("level") == "architecture" and r.data.tags.get("task") == "classify"]
@@ -167,3 +170,68 @@ def test_synthetic_row_in_real_data_is_refused(project):
 
     with pytest.raises(SyntheticInEvaluationError):
         run_cv(ClassificationTask(), resolve(_cfg("classify", "tiny_cnn", train_sets=["real"]), "classify"))
+
+
+class RecordingCallbacks:
+    """A CVCallbacks stand-in that notes every report, in order."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def started(self, note):
+        self.events.append(("started", note))
+
+    @contextlib.contextmanager
+    def architecture(self, arch, fingerprint, epochs):
+        self.events.append(("architecture", arch, epochs))
+        yield
+        self.events.append(("architecture_end", arch))
+
+    @contextlib.contextmanager
+    def training(self, arch, fold, train_set, fingerprint, info):
+        self.events.append(("training", fold, train_set, info["n_train"]))
+        yield f"id-{fold}-{train_set}"
+
+    def trained(self, losses, seconds):
+        self.events.append(("trained", len(losses)))
+
+    def evaluated(self, eval_set, ev, categories, arch, train_set, fold):
+        self.events.append(("evaluated", fold, eval_set, round(ev.scores["f1"], 6)))
+
+    def architecture_done(self, arch, metrics, figures):
+        self.events.append(("architecture_done", sorted(k for k in metrics if k.startswith("real.test.f1")),
+                            [p.name for p in figures if p.is_file()]))
+
+    def best_model(self, arch, fingerprint, path, meta):
+        self.events.append(("best_model", path.name, meta["run_id"]))
+
+    def finished(self, result, results_csv):
+        self.events.append(("finished", result["trainings_run"], results_csv.is_file()))
+
+
+def test_runner_reports_through_callbacks_without_tracking(project):
+    import mlflow
+
+    callbacks = RecordingCallbacks()
+    result = run_cv(ClassificationTask(), resolve(_cfg("classify", "tiny_cnn", train_sets=["real"]), "classify"),
+                    callbacks)
+    kinds = [e[0] for e in callbacks.events]
+    assert kinds == ["started", "architecture",
+                     "training", "trained", "evaluated", "evaluated",
+                     "training", "trained", "evaluated", "evaluated",
+                     "architecture_done", "best_model", "architecture_end", "finished"]
+    evaluated = [e[1:3] for e in callbacks.events if e[0] == "evaluated"]
+    assert evaluated == [(0, "val"), (0, "test"), (1, "val"), (1, "test")]
+    assert callbacks.events[-3][0] == "best_model" and callbacks.events[-3][1] == "real.pt"
+    assert callbacks.events[-3][2] in {"id-0-real", "id-1-real"}       # the id the training context yielded
+    summary = ("architecture_done", ["real.test.f1.mean", "real.test.f1.std"], ["confusion_test_real.png"])
+    assert summary in callbacks.events
+    assert callbacks.events[-1] == ("finished", 2, True) and result["trainings_run"] == 2
+    rows = pd.read_csv("models/downstream/classify/results.csv")
+    assert set(rows["run_id"]) == {"id-0-real", "id-1-real"}
+    test_f1 = [e[3] for e in callbacks.events if e[0] == "evaluated" and e[2] == "test"]
+    assert rows[rows["eval_set"] == "test"].sort_values("fold")["f1"].round(6).tolist() == test_f1
+    assert mlflow.active_run() is None
+    configure()
+    exp = MlflowClient().get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    assert exp is None or not MlflowClient().search_runs([exp.experiment_id])   # nothing was tracked

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from components.errors import ConfigError, ModelError
-from components.generator import base_models, checkpoints, losses, lora, presets, runtime
+from components.generator import base_models, checkpoints, lora, losses, presets, runtime
 from components.generator.config import FinetuneConfig, check_resolution
 from components.generator.data import EpochBatches
 from components.generator.sampling import DualGenerator, PromptEmbeddings, ddim_sample, to_arrays
@@ -132,8 +132,8 @@ def test_sd2_random_configs_match_the_published_architecture():
     assert unet["attention_head_dim"] == [5, 10, 20, 20] and unet["use_linear_projection"] is True
     assert vae["block_out_channels"] == [128, 256, 512, 512] and vae["scaling_factor"] == 0.18215
     assert (text["hidden_size"], text["num_hidden_layers"]) == (1024, 23)
-    with pytest.raises(ConfigError, match="known presets"):
-        presets.get_preset("sd3")
+    with pytest.raises(ConfigError, match="unknown base-model preset 'sd3'; choose one of: sd2-base-random, tiny"):
+        presets.PRESETS.create("sd3")
 
 
 # --------------------------------------------------------------------------------- folders/tokenizer

@@ -15,7 +15,7 @@ import yaml
 from components.data import manifest
 from components.data.config import PrepareConfig
 from components.errors import DataError
-from components.tracking.lineage import dvc_md5
+from components.hashing import dvc_md5
 from pipelines import prepare
 from tests.helpers import REPO_ROOT, copy_repo
 

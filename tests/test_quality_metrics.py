@@ -7,10 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from components.data.mask_stats import (
+    StatsTable,
+    area_fraction,
+    compactness,
+    component_count,
+    crack_perimeter,
+    distribution_distances,
+    mask_statistics,
+)
 from components.errors import ConfigError
 from components.quality.distances import frechet_distance, frechet_distance_features, gaussian_stats, kernel_distance
-from components.quality.mask_stats import (StatsTable, area_fraction, compactness, component_count, crack_perimeter,
-                                           distribution_distances, mask_statistics)
 from components.quality.similarity import cross_pairs, lpips_model, lpips_pairs, ms_ssim_pairs, msssim_setup
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from components.data.prompts import template_prompt
 from components.errors import ConfigError
-from components.generator.synthesis_plan import (ATTEMPT_STRIDE, build_plan, class_counts, plan_counts,
-                                                 template_prompt)
+from components.generator.synthesis_plan import ATTEMPT_STRIDE, build_plan, class_counts, plan_counts
 
 CATS = ["akiec", "mel", "nv"]
 

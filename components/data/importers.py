@@ -28,21 +28,22 @@ import json
 import logging
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from components import atomic
 from components.data import manifest
-from components.data.categories import HAM10000_CATEGORIES, display_name, normalise_category
+from components.data.categories import HAM10000_CATEGORIES, normalise_category
+from components.data.prompts import class_prefix
 from components.data.splits import stratified_split
-from components.data.toy import CATEGORIES_FILE, generate_toy
+from components.data.toy import generate_toy
 from components.errors import DataError
+from components.progress import map_with_progress
+from components.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -327,11 +328,11 @@ def template_description(category: str, meta: dict | None = None) -> str:
            "consensus": "expert consensus", "confocal": "confirmed by confocal microscopy"}.get(meta.get("dx_type"))
     if how:
         parts.append(how)
-    return manifest.description_prefix(display_name(category)) + (", ".join(parts) or "dermoscopic image")
+    return class_prefix(category) + (", ".join(parts) or "dermoscopic image")
 
 
 def _full_description(item: RawItem) -> str:
-    prefix = manifest.description_prefix(display_name(item.category))
+    prefix = class_prefix(item.category)
     if item.description:
         text = item.description.strip()
         return text if text.startswith(prefix) else prefix + text
@@ -376,12 +377,8 @@ def materialise(items: list[RawItem], dst: Path, origin: str, opts: ImportOption
     items = sorted(items, key=lambda it: it.image_id)
     jobs = [(it, str(dst), opts.size, opts.require_masks) for it in items]
     workers = opts.workers if opts.workers is not None else (min(os.cpu_count() or 1, 4) if len(jobs) >= 256 else 1)
-    bar = dict(total=len(jobs), desc=f"import {origin}", disable=not opts.progress, unit="img")
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(tqdm(pool.map(_materialise_one, jobs, chunksize=16), **bar))
-    else:
-        rows = [_materialise_one(j) for j in tqdm(jobs, **bar)]
+    rows = map_with_progress(_materialise_one, jobs, workers, chunksize=16, desc=f"import {origin}",
+                             disable=not opts.progress, unit="img")
     df = pd.DataFrame(rows)
     df["source"] = "real"
     df["origin"] = origin
@@ -393,7 +390,7 @@ def materialise(items: list[RawItem], dst: Path, origin: str, opts: ImportOption
         groups = df["lesion_id"] if "lesion_id" in df.columns else None
         df["split"] = stratified_split(df["category"], opts.test_fraction, opts.seed, groups=groups).to_numpy()
     manifest.write_manifest(df, dst)
-    atomic.write_text(dst / CATEGORIES_FILE, json.dumps(list(opts.categories)) + "\n")
+    atomic.write_text(dst / manifest.CATEGORIES_FILE, json.dumps(list(opts.categories)) + "\n")
     return df
 
 
@@ -418,19 +415,13 @@ def import_toy(src: Path | None, dst: Path, opts: ImportOptions) -> pd.DataFrame
                         workers=opts.workers, progress=opts.progress)
 
 
-IMPORTERS: dict[str, Importer] = {
-    "toy": import_toy,
-    "isic_gpt": _scanning("isic_gpt", scan_isic_gpt),
-    "isic_archive": _scanning("isic_archive", scan_isic_archive),
-    "ham10000": _scanning("ham10000", scan_ham10000),
-}
+IMPORTERS: Registry[Importer] = Registry("source", hint="set prepare.source to one of them", error=DataError)
+IMPORTERS.register("toy", import_toy)
+IMPORTERS.register("isic_gpt", _scanning("isic_gpt", scan_isic_gpt))
+IMPORTERS.register("isic_archive", _scanning("isic_archive", scan_isic_archive))
+IMPORTERS.register("ham10000", _scanning("ham10000", scan_ham10000))
 
 
-def get_importer(source: str) -> Importer:
-    """The importer registered under `source`, or a DataError listing the known ones."""
-    if source not in IMPORTERS:
-        raise DataError(f"unknown source {source!r}; set prepare.source to one of {sorted(IMPORTERS)}")
-    return IMPORTERS[source]
 
 
 def import_dataset(source: str, path: str | Path | None, out_dir: str | Path,
@@ -441,7 +432,7 @@ def import_dataset(source: str, path: str | Path | None, out_dir: str | Path,
     `check(tmp_dir)` runs on the finished folder before the swap; raising there keeps the old out_dir.
     """
     opts = opts or ImportOptions()
-    importer = get_importer(source)
+    importer = IMPORTERS.create(source)
     src = Path(path) if path not in (None, "") else None
     out_dir = Path(out_dir)
     if src is not None and out_dir.resolve() in (src.resolve(), *src.resolve().parents):

@@ -1,6 +1,7 @@
 """The dataset contract: a folder with manifest.csv (or .parquet), one row per image, paths relative to it."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from components import atomic
 from components.errors import DataError
 
 MANIFEST_NAME = "manifest.csv"
+CATEGORIES_FILE = "categories.json"
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "image_id", "category", "split", "image_path", "mask_path", "description",
@@ -22,12 +24,16 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
 )
 SPLITS: tuple[str, ...] = ("train", "test")
 SOURCES: tuple[str, ...] = ("real", "synthetic")
-DESCRIPTION_PREFIX = "a dermoscopic lesion photo of {category} for skin cancer diagnosis, "
 
 
-def description_prefix(category_name: str) -> str:
-    """The prompt prefix every description starts with (paper's template)."""
-    return DESCRIPTION_PREFIX.format(category=category_name)
+def read_categories(root: str | Path, df: pd.DataFrame | None = None) -> list[str]:
+    """The class list of a dataset folder: its categories.json, else the sorted categories of its manifest."""
+    path = Path(root) / CATEGORIES_FILE
+    if path.is_file():
+        return list(json.loads(path.read_text()))
+    if df is None:
+        df = read_manifest(root)
+    return sorted(df["category"].astype(str).unique())
 
 
 def manifest_file(root: str | Path) -> Path:

@@ -11,26 +11,26 @@ from __future__ import annotations
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-from tqdm.auto import tqdm
 
 from components import atomic
 from components.data import manifest
-from components.data.categories import HAM10000_CATEGORIES, display_name
+from components.data.categories import HAM10000_CATEGORIES
+from components.data.prompts import class_prefix
 from components.data.splits import stratified_split
 from components.errors import DataError
+from components.progress import map_with_progress
 
 TOY_ORIGIN = "toy"
 TOY_VERSION = "toy-1"
-CATEGORIES_FILE = "categories.json"
 
 # HAM10000 class frequencies (10,015 images).
 HAM10000_COUNTS: dict[str, int] = {
@@ -374,11 +374,60 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     if category not in STYLES:
         raise DataError(f"toy generator: no appearance for category {category!r}; known: {sorted(STYLES)}")
     style = STYLES[category]
+    # Every step draws from this one generator: reordering the steps (or the draws inside them) changes the images.
     rng = np.random.default_rng([seed, index, sorted(STYLES).index(category)])
     yy, xx = _grid(size)
-    feats = {k for k, p in style.structures.items() if rng.random() < p}
+    feats = _draw_structures(rng, style)
+    skin, tone = _draw_skin(rng, size)
+    outline = _draw_outline(rng, style, size, yy, xx, spikes="streaks" in feats)
+    canvas = _Canvas(rng=rng, size=size, yy=yy, xx=xx, outline=outline, darken=1 - 0.22 * tone, feats=feats)
+    les, colours = _lesion_colours(canvas, style)
+    les = _paint_structures(canvas, les)
+    img, edge = _composite(rng, style, outline, feats, skin, les)
+    img, n_hair = _add_hair_and_glare(rng, size, img)
+    image = _acquire(rng, size, yy, xx, img)
+    attributes = _attributes(style, outline, feats, colours, tone, edge, n_hair)
+    return ToySample(image=image, mask=outline.mask.astype(np.uint8), category=category, attributes=attributes)
 
-    # Skin: tone from light to dark, reddish blotches, fine texture.
+
+@dataclass(frozen=True)
+class _Outline:
+    """The lesion border on the pixel grid: warped distance field, border radius, mask and relative radius."""
+    shape: _Shape
+    dist: np.ndarray    # distance from the centre in the shape's frame, warped by smooth noise
+    theta: np.ndarray
+    r: np.ndarray       # border radius at each pixel's angle
+    mask: np.ndarray    # dist < r
+    rel: np.ndarray     # dist / r clipped to [0, 1]: 0 at the centre, 1 on and outside the border
+
+
+@dataclass(frozen=True)
+class _Canvas:
+    """What the structure painters draw with."""
+    rng: np.random.Generator
+    size: int
+    yy: np.ndarray
+    xx: np.ndarray
+    outline: _Outline
+    darken: float       # darker skin darkens the lesion colours too
+    feats: set[str]
+
+    @property
+    def shape(self) -> _Shape:
+        return self.outline.shape
+
+    @property
+    def rel(self) -> np.ndarray:
+        return self.outline.rel
+
+
+def _draw_structures(rng: np.random.Generator, style: LesionStyle) -> set[str]:
+    """The dermoscopic structures this image shows, each drawn with its class probability."""
+    return {k for k, p in style.structures.items() if rng.random() < p}
+
+
+def _draw_skin(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float]:
+    """Skin background (float RGB) from light to dark with reddish blotches and fine texture, and its tone."""
     tone = rng.beta(1.6, 2.6)
     skin = np.array([238, 196, 176], np.float32) * (1 - tone) + np.array([150, 98, 72], np.float32) * tone
     skin *= 1 + rng.normal(0, 0.03, 3).astype(np.float32)
@@ -386,135 +435,78 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     img = img * (1 + 0.05 * _smooth(rng, size, 4))[..., None]
     img = _blend(img, (205, 110, 110), np.clip(0.22 * _smooth(rng, size, 6), 0, 0.35) * rng.uniform(0.3, 1))
     img *= (1 + 0.02 * rng.standard_normal((size, size)).astype(np.float32))[..., None]
+    return img, tone
 
-    # Shape and mask.
-    shape = _random_shape(rng, style, spikes="streaks" in feats)
+
+def _draw_outline(rng: np.random.Generator, style: LesionStyle, size: int, yy: np.ndarray, xx: np.ndarray,
+                  spikes: bool) -> _Outline:
+    """A random lesion shape rasterised into its distance field and exact mask."""
+    shape = _random_shape(rng, style, spikes=spikes)
     dist, theta = shape.frame(yy, xx)
     # Lobulated, non-polar irregularity: warp the distance field with smooth noise (the mask follows it).
     dist = dist * (1 + 1.2 * style.irregularity * _smooth(rng, size, 7))
     r = np.maximum(shape.rad(theta), 2.5 / size)  # at least a few pixels wide, even at 16 px
-    mask = dist < r
-    rel = np.clip(dist / np.maximum(r, 1e-6), 0, 1)
+    return _Outline(shape=shape, dist=dist, theta=theta, r=r, mask=dist < r,
+                    rel=np.clip(dist / np.maximum(r, 1e-6), 0, 1))
 
-    # Lesion colour: a main colour, extra colours in smooth patches, mottling, darker/lighter centre.
+
+def _lesion_colours(c: _Canvas, style: LesionStyle) -> tuple[np.ndarray, list[str]]:
+    """Lesion layer (float RGB) and its colour names: a main colour, extra colours in smooth patches,
+    mottling and a darker or lighter centre."""
+    rng, size = c.rng, c.size
     n_col = int(rng.integers(style.n_colours[0], style.n_colours[1] + 1))
     picks = rng.choice(len(style.colours), size=min(n_col, len(style.colours)), replace=False)
-    names = [style.colours[i][0] for i in picks]
-    darken = 1 - 0.22 * tone
-    jitter = lambda rgb: np.clip(np.asarray(rgb, np.float32) * darken  # noqa: E731
-                                 + rng.normal(0, style.colour_sd) + rng.normal(0, style.colour_sd / 2, 3), 10, 250)
+
+    def jitter(rgb: tuple[int, int, int]) -> np.ndarray:
+        return np.clip(np.asarray(rgb, np.float32) * c.darken
+                       + rng.normal(0, style.colour_sd) + rng.normal(0, style.colour_sd / 2, 3), 10, 250)
+
     les = np.broadcast_to(jitter(style.colours[picks[0]][1]), (size, size, 3)).astype(np.float32)
     for i in picks[1:]:
         patch = _sigmoid((_smooth(rng, size, 4) - rng.uniform(-0.2, 0.8)) / 0.25)
         les = _blend(les, jitter(style.colours[i][1]), patch)
     les = les * (1 + style.mottle * _smooth(rng, size, 7) + 0.04 * _smooth(rng, size, 24))[..., None]
     cd = rng.uniform(*style.centre_dark)
-    les = les * (1 - cd * (1 - rel ** 2))[..., None]
+    les = les * (1 - cd * (1 - c.rel ** 2))[..., None]
+    return les, [style.colours[i][0] for i in picks]
 
-    px = _PX
-    inside = mask.astype(np.float32)
-    if "network" in feats or "atypical_network" in feats or "faint_network" in feats:
-        atypical = "atypical_network" in feats
-        period = max(rng.uniform(5, 8) * px, 3.0 / size)  # at least 3 pixels, or it aliases at small sizes
-        net = _network(rng, size, yy, xx, period=period * rng.uniform(0.9, 1.15), warp=0.7 if atypical else 0.4,
-                       width=0.45 if atypical else 0.3)
-        if atypical:
-            strength = np.clip(0.3 + 0.3 * _smooth(rng, size, 3), 0, 0.55)
-        elif "faint_network" in feats:
-            strength = 0.18 * np.clip((rel - 0.35) / 0.4, 0, 1)
-        else:
-            strength = rng.uniform(0.15, 0.28) * (1 - 0.6 * np.clip((rel - 0.6) / 0.4, 0, 1))
-        patchy = np.clip(0.7 + 0.45 * _smooth(rng, size, 4), 0.1, 1.2)  # networks fade in and out
-        les = les * (1 - strength * patchy * net)[..., None]
-    if "globules" in feats:
-        n = int(rng.integers(6, 18))
-        gx_, gy_ = _points_in(rng, shape, n, (0.55, 0.92) if rng.random() < 0.6 else (0.0, 0.8))
-        les = _blend(les, np.asarray(_DARK_BROWN[1]) * darken, 0.8 * _blobs(size, gx_, gy_, rng.uniform(1.4, 2.0) * px))
-    if "irregular_globules" in feats:
-        n = int(rng.integers(5, 20))
-        gx_, gy_ = _points_in(rng, shape, n, (0.2, 1.0))
-        w = rng.uniform(0.5, 1.0, n)
-        les = _blend(les, _BLACK[1], 0.9 * _blobs(size, gx_, gy_, rng.uniform(1.0, 2.4) * px, w))
-    if "streaks" in feats:
-        d = np.angle(np.exp(1j * (theta[..., None] - shape.spike_t)))
-        across = np.abs(d) * dist[..., None]
-        streak = np.exp(-(across / (1.1 * px)) ** 2).max(-1) * np.clip((rel - 0.55) / 0.3, 0, 1)
-        les = _blend(les, np.asarray(_DARK_BROWN[1]) * 0.8, 0.85 * streak)
-    if "veil" in feats:
-        veil = _sigmoid((_smooth(rng, size, 3) - rng.uniform(0.0, 0.9)) / 0.3) * (rel < 0.85)
-        les = _blend(les, (140, 156, 184), rng.uniform(0.4, 0.7) * veil)
-        names.append("blue-white")
-    if "regression" in feats:
-        reg = _sigmoid((_smooth(rng, size, 4) - 0.6) / 0.2) * (rel < 0.9)
-        les = _blend(les, (222, 212, 208), 0.6 * reg)
-        pg_x, pg_y = _points_in(rng, shape, int(rng.integers(15, 40)), (0.0, 0.9))
-        les = _blend(les, _BLUE_GREY[1], 0.7 * _blobs(size, pg_x, pg_y, 0.7 * px) * reg)
-    if "red_areas" in feats:
-        red = _sigmoid((_smooth(rng, size, 4) - 0.7) / 0.25)
-        les = _blend(les, (186, 76, 78), 0.55 * red)
-        names.append("red")
-    if "milia" in feats:
-        mx, my = _points_in(rng, shape, int(rng.integers(3, 10)), (0.0, 0.85))
-        les = _blend(les, (238, 232, 214), 0.9 * _blobs(size, mx, my, rng.uniform(1.0, 1.6) * px))
-    if "comedo" in feats:
-        cx_, cy_ = _points_in(rng, shape, int(rng.integers(3, 9)), (0.0, 0.85))
-        les = _blend(les, (70, 52, 34), 0.8 * _blobs(size, cx_, cy_, rng.uniform(1.2, 2.0) * px))
-    if "cerebriform" in feats:
-        # brain-like gyri: ridges whose direction wanders (two warped phases), darker furrows between them
-        period = max(rng.uniform(6, 9) * px, 3.0 / size)
-        phase = (xx * math.cos(rng.uniform(0, math.pi)) + yy * math.sin(rng.uniform(0, math.pi))
-                 + 0.08 * _smooth(rng, size, 4) + 0.03 * _smooth(rng, size, 8))
-        furrows = np.clip(np.sin(2 * math.pi * phase / period), 0, 1) ** 3
-        les = les * (1 - 0.22 * furrows * np.clip(0.6 + 0.5 * _smooth(rng, size, 3), 0, 1))[..., None]
-    if "scale" in feats:
-        sc = _sigmoid((_smooth(rng, size, 9) - rng.uniform(0.3, 1.0)) / 0.2) * (rel < 0.95)
-        les = _blend(les, (236, 226, 204), rng.uniform(0.5, 0.85) * sc)
-        names.append("white-yellow")
-    if "strawberry" in feats:
-        les = les * (1 - 0.16 * _network(rng, size, yy, xx, max(6 * px, 3.0 / size), 0.55, 0.4))[..., None]
-        les = _blend(les, (200, 70, 80), 0.35 * np.ones_like(rel))
-    if "dotted_vessels" in feats:
-        vx, vy = _points_in(rng, shape, int(rng.integers(15, 45)), (0.0, 0.95))
-        les = _blend(les, (176, 34, 48), 0.85 * _blobs(size, vx, vy, 0.75 * px))
-    if "nests" in feats:
-        nx, ny = _points_in(rng, shape, int(rng.integers(2, 7)), (0.0, 0.8))
-        les = _blend(les, _BLUE_GREY[1], 0.8 * _blobs(size, nx, ny, rng.uniform(2.0, 4.0) * px))
-        names.append("blue-grey")
-    if "shiny_white" in feats:
-        sw = _sigmoid((_smooth(rng, size, 6) - 0.9) / 0.15)
-        les = _blend(les, (240, 232, 232), 0.6 * sw)
-    if "ulceration" in feats:
-        ux, uy = _points_in(rng, shape, 1, (0.0, 0.5))
-        les = _blend(les, (110, 38, 30), 0.9 * _blobs(size, ux, uy, shape.radius * rng.uniform(0.2, 0.35)))
-    if "arborizing_vessels" in feats:
-        vx, vy = _vessel_tree(rng, shape, size, int(rng.integers(1, 4)))
-        les = _blend(les, (182, 26, 44), _lines(size, vx, vy, rng.uniform(0.9, 1.6) * px, 0.9))
-    if "white_patch" in feats:
-        wx_, wy_ = _points_in(rng, shape, 1, (0.0, 0.3))
-        patch = _blobs(size, wx_, wy_, shape.radius * rng.uniform(0.3, 0.45))
-        les = _blend(les, (232, 216, 206), 0.85 * patch)
-    if "lacunae" in feats:
-        n = int(rng.integers(8, 30))
-        lx, ly = _points_in(rng, shape, n, (0.0, 0.9))
-        sig = shape.radius * rng.uniform(0.12, 0.22)
-        les = _blend(les, (214, 170, 176), 0.4 * np.ones_like(rel))  # whitish septa between lacunae
-        dark = rng.random() < 0.4
-        les = _blend(les, (92, 30, 60) if dark else (168, 36, 58), 0.95 * _blobs(size, lx, ly, sig))
 
-    # Composite: the visible lesion fades in from the mask border, so the mask is exact but not a hard edge.
-    edge = rng.uniform(*style.edge_px) * px
-    alpha = np.clip((r - dist) / edge, 0, 1) * rng.uniform(*style.opacity) * inside
+def _paint_structures(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Paint every drawn structure onto the lesion layer, in the fixed order of _PAINTERS."""
+    for triggers, paint in _PAINTERS:
+        if c.feats.intersection(triggers):
+            les = paint(c, les)
+    return les
+
+
+def _composite(rng: np.random.Generator, style: LesionStyle, outline: _Outline, feats: set[str],
+               skin: np.ndarray, les: np.ndarray) -> tuple[np.ndarray, float]:
+    """Lay the lesion over the skin; returns the image and the width of the border fade.
+
+    The visible lesion fades in from the mask border, so the mask is exact but not a hard edge.
+    """
+    edge = rng.uniform(*style.edge_px) * _PX
+    inside = outline.mask.astype(np.float32)
+    fade = np.clip((outline.r - outline.dist) / edge, 0, 1)
+    alpha = fade * rng.uniform(*style.opacity) * inside
     if "veil" in feats or "ulceration" in feats or "lacunae" in feats:
-        alpha = np.maximum(alpha, np.clip((r - dist) / edge, 0, 1) * 0.9 * inside)
-    img = img * (1 - alpha[..., None]) + les * alpha[..., None]
+        alpha = np.maximum(alpha, fade * 0.9 * inside)
+    return skin * (1 - alpha[..., None]) + les * alpha[..., None], edge
 
-    # Acquisition: hair, glare bubbles, vignette, optional dermoscope rim, white balance, blur and noise.
+
+def _add_hair_and_glare(rng: np.random.Generator, size: int, img: np.ndarray) -> tuple[np.ndarray, int]:
+    """Hair strands over the image and, sometimes, glare bubbles; returns the image and the number of hairs."""
     n_hair = int(rng.choice([0, 0, 1, 2, 3, 5, 8]))
     hair_colour = np.array([40, 30, 26], np.float32) * rng.uniform(0.7, 1.6)
     img = _blend(img, hair_colour, _hairs(rng, size, n_hair))
     if rng.random() < 0.2:
         bx, by = rng.uniform(0.05, 0.95, (2, int(rng.integers(1, 5))))
-        img = _blend(img, (250, 250, 250), 0.5 * _blobs(size, bx, by, rng.uniform(1.0, 2.5) * px))
+        img = _blend(img, (250, 250, 250), 0.5 * _blobs(size, bx, by, rng.uniform(1.0, 2.5) * _PX))
+    return img, n_hair
+
+
+def _acquire(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, img: np.ndarray) -> np.ndarray:
+    """Optics and sensor: vignette, optional dermoscope rim, white balance, blur and noise; returns uint8 RGB."""
     cr = np.hypot(xx - 0.5, yy - 0.5) / math.sqrt(0.5)
     img = img * (1 - rng.uniform(0.05, 0.35) * cr ** 2)[..., None]
     if rng.random() < 0.25:
@@ -523,21 +515,211 @@ def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToyS
     img = img * (1 + rng.normal(0, 0.035, 3)).astype(np.float32)
     img = gaussian_filter(img, (0.45, 0.45, 0), truncate=2.0)
     img += rng.normal(0, rng.uniform(1.5, 5.0), img.shape).astype(np.float32)
-    image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
-    area = float(mask.mean())
-    attributes = {
+
+def _attributes(style: LesionStyle, outline: _Outline, feats: set[str], colours: list[str], tone: float,
+                edge: float, n_hair: int) -> dict:
+    """What the description says about the drawing (size, symmetry, border, colours, structures, skin, hair)."""
+    shape = outline.shape
+    structure_colours = [name for s, name in _STRUCTURE_COLOURS.items() if s in feats]
+    return {
         "size": "small" if shape.radius < 0.15 else "large" if shape.radius > 0.28 else "medium",
         "symmetry": "asymmetric" if np.abs(shape.harm_a[:3]).sum() > 0.16 or shape.elong > 1.45 else "symmetric",
-        "border": ("ill-defined" if edge > 5 * px else
+        "border": ("ill-defined" if edge > 5 * _PX else
                    "irregular" if np.abs(shape.harm_a[3:]).sum() > 0.22 or len(shape.spike_t) else "regular"),
-        "colours": list(dict.fromkeys(names)),
+        "colours": list(dict.fromkeys(colours + structure_colours)),
         "structures": [s for s in style.structures if s in feats],
         "skin": "light" if tone < 0.3 else "medium" if tone < 0.6 else "dark",
         "hair": n_hair > 0,
-        "area": round(area, 4),
+        "area": round(float(outline.mask.mean()), 4),
     }
-    return ToySample(image=image, mask=mask.astype(np.uint8), category=category, attributes=attributes)
+
+
+# --------------------------------------------------------------------------------------------- structures
+def _paint_network(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Pigment network: regular, atypical (warped, patchy) or faint and peripheral."""
+    rng, size, rel = c.rng, c.size, c.rel
+    atypical = "atypical_network" in c.feats
+    period = max(rng.uniform(5, 8) * _PX, 3.0 / size)  # at least 3 pixels, or it aliases at small sizes
+    net = _network(rng, size, c.yy, c.xx, period=period * rng.uniform(0.9, 1.15), warp=0.7 if atypical else 0.4,
+                   width=0.45 if atypical else 0.3)
+    if atypical:
+        strength = np.clip(0.3 + 0.3 * _smooth(rng, size, 3), 0, 0.55)
+    elif "faint_network" in c.feats:
+        strength = 0.18 * np.clip((rel - 0.35) / 0.4, 0, 1)
+    else:
+        strength = rng.uniform(0.15, 0.28) * (1 - 0.6 * np.clip((rel - 0.6) / 0.4, 0, 1))
+    patchy = np.clip(0.7 + 0.45 * _smooth(rng, size, 4), 0.1, 1.2)  # networks fade in and out
+    return les * (1 - strength * patchy * net)[..., None]
+
+
+def _paint_globules(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Regular brown globules, mostly in a peripheral ring."""
+    rng = c.rng
+    n = int(rng.integers(6, 18))
+    gx_, gy_ = _points_in(rng, c.shape, n, (0.55, 0.92) if rng.random() < 0.6 else (0.0, 0.8))
+    return _blend(les, np.asarray(_DARK_BROWN[1]) * c.darken,
+                  0.8 * _blobs(c.size, gx_, gy_, rng.uniform(1.4, 2.0) * _PX))
+
+
+def _paint_irregular_globules(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Black dots and globules of varying size and strength anywhere in the lesion."""
+    rng = c.rng
+    n = int(rng.integers(5, 20))
+    gx_, gy_ = _points_in(rng, c.shape, n, (0.2, 1.0))
+    w = rng.uniform(0.5, 1.0, n)
+    return _blend(les, _BLACK[1], 0.9 * _blobs(c.size, gx_, gy_, rng.uniform(1.0, 2.4) * _PX, w))
+
+
+def _paint_streaks(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Dark radial streaks along the outline's spikes, towards the border."""
+    dist, theta = c.outline.dist, c.outline.theta
+    d = np.angle(np.exp(1j * (theta[..., None] - c.shape.spike_t)))
+    across = np.abs(d) * dist[..., None]
+    streak = np.exp(-(across / (1.1 * _PX)) ** 2).max(-1) * np.clip((c.rel - 0.55) / 0.3, 0, 1)
+    return _blend(les, np.asarray(_DARK_BROWN[1]) * 0.8, 0.85 * streak)
+
+
+def _paint_veil(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Blue-white veil over a smooth patch of the lesion."""
+    rng = c.rng
+    veil = _sigmoid((_smooth(rng, c.size, 3) - rng.uniform(0.0, 0.9)) / 0.3) * (c.rel < 0.85)
+    return _blend(les, (140, 156, 184), rng.uniform(0.4, 0.7) * veil)
+
+
+def _paint_regression(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Regression: whitish scar-like areas with blue-grey peppering."""
+    rng, size = c.rng, c.size
+    reg = _sigmoid((_smooth(rng, size, 4) - 0.6) / 0.2) * (c.rel < 0.9)
+    les = _blend(les, (222, 212, 208), 0.6 * reg)
+    pg_x, pg_y = _points_in(rng, c.shape, int(rng.integers(15, 40)), (0.0, 0.9))
+    return _blend(les, _BLUE_GREY[1], 0.7 * _blobs(size, pg_x, pg_y, 0.7 * _PX) * reg)
+
+
+def _paint_red_areas(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Smooth red patches."""
+    red = _sigmoid((_smooth(c.rng, c.size, 4) - 0.7) / 0.25)
+    return _blend(les, (186, 76, 78), 0.55 * red)
+
+
+def _paint_milia(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Milia-like cysts: small ivory dots."""
+    rng = c.rng
+    mx, my = _points_in(rng, c.shape, int(rng.integers(3, 10)), (0.0, 0.85))
+    return _blend(les, (238, 232, 214), 0.9 * _blobs(c.size, mx, my, rng.uniform(1.0, 1.6) * _PX))
+
+
+def _paint_comedo(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Comedo-like openings: dark brown plugs."""
+    rng = c.rng
+    cx_, cy_ = _points_in(rng, c.shape, int(rng.integers(3, 9)), (0.0, 0.85))
+    return _blend(les, (70, 52, 34), 0.8 * _blobs(c.size, cx_, cy_, rng.uniform(1.2, 2.0) * _PX))
+
+
+def _paint_cerebriform(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Brain-like gyri: ridges whose direction wanders (two warped phases), darker furrows between them."""
+    rng, size = c.rng, c.size
+    period = max(rng.uniform(6, 9) * _PX, 3.0 / size)
+    phase = (c.xx * math.cos(rng.uniform(0, math.pi)) + c.yy * math.sin(rng.uniform(0, math.pi))
+             + 0.08 * _smooth(rng, size, 4) + 0.03 * _smooth(rng, size, 8))
+    furrows = np.clip(np.sin(2 * math.pi * phase / period), 0, 1) ** 3
+    return les * (1 - 0.22 * furrows * np.clip(0.6 + 0.5 * _smooth(rng, size, 3), 0, 1))[..., None]
+
+
+def _paint_scale(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """White-yellow surface scale in fine patches."""
+    rng = c.rng
+    sc = _sigmoid((_smooth(rng, c.size, 9) - rng.uniform(0.3, 1.0)) / 0.2) * (c.rel < 0.95)
+    return _blend(les, (236, 226, 204), rng.uniform(0.5, 0.85) * sc)
+
+
+def _paint_strawberry(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Strawberry pattern: a red background crossed by a pale network of follicles."""
+    les = les * (1 - 0.16 * _network(c.rng, c.size, c.yy, c.xx, max(6 * _PX, 3.0 / c.size), 0.55, 0.4))[..., None]
+    return _blend(les, (200, 70, 80), 0.35 * np.ones_like(c.rel))
+
+
+def _paint_dotted_vessels(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Dotted vessels: many small red dots."""
+    rng = c.rng
+    vx, vy = _points_in(rng, c.shape, int(rng.integers(15, 45)), (0.0, 0.95))
+    return _blend(les, (176, 34, 48), 0.85 * _blobs(c.size, vx, vy, 0.75 * _PX))
+
+
+def _paint_nests(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Blue-grey ovoid nests."""
+    rng = c.rng
+    nx, ny = _points_in(rng, c.shape, int(rng.integers(2, 7)), (0.0, 0.8))
+    return _blend(les, _BLUE_GREY[1], 0.8 * _blobs(c.size, nx, ny, rng.uniform(2.0, 4.0) * _PX))
+
+
+def _paint_shiny_white(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Shiny white areas."""
+    sw = _sigmoid((_smooth(c.rng, c.size, 6) - 0.9) / 0.15)
+    return _blend(les, (240, 232, 232), 0.6 * sw)
+
+
+def _paint_ulceration(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """One dark red-brown ulcer near the centre."""
+    rng = c.rng
+    ux, uy = _points_in(rng, c.shape, 1, (0.0, 0.5))
+    return _blend(les, (110, 38, 30), 0.9 * _blobs(c.size, ux, uy, c.shape.radius * rng.uniform(0.2, 0.35)))
+
+
+def _paint_arborizing_vessels(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Arborizing vessels: one to three branching red trees."""
+    rng = c.rng
+    vx, vy = _vessel_tree(rng, c.shape, c.size, int(rng.integers(1, 4)))
+    return _blend(les, (182, 26, 44), _lines(c.size, vx, vy, rng.uniform(0.9, 1.6) * _PX, 0.9))
+
+
+def _paint_white_patch(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Central white scar-like patch (dermatofibroma)."""
+    rng = c.rng
+    wx_, wy_ = _points_in(rng, c.shape, 1, (0.0, 0.3))
+    patch = _blobs(c.size, wx_, wy_, c.shape.radius * rng.uniform(0.3, 0.45))
+    return _blend(les, (232, 216, 206), 0.85 * patch)
+
+
+def _paint_lacunae(c: _Canvas, les: np.ndarray) -> np.ndarray:
+    """Red or dark purple lacunae separated by whitish septa."""
+    rng = c.rng
+    n = int(rng.integers(8, 30))
+    lx, ly = _points_in(rng, c.shape, n, (0.0, 0.9))
+    sig = c.shape.radius * rng.uniform(0.12, 0.22)
+    les = _blend(les, (214, 170, 176), 0.4 * np.ones_like(c.rel))  # whitish septa between lacunae
+    dark = rng.random() < 0.4
+    return _blend(les, (92, 30, 60) if dark else (168, 36, 58), 0.95 * _blobs(c.size, lx, ly, sig))
+
+
+# (structures that trigger it, painter), in drawing order: the order is part of the rng sequence.
+_PAINTERS: tuple[tuple[tuple[str, ...], Callable[[_Canvas, np.ndarray], np.ndarray]], ...] = (
+    (("network", "atypical_network", "faint_network"), _paint_network),
+    (("globules",), _paint_globules),
+    (("irregular_globules",), _paint_irregular_globules),
+    (("streaks",), _paint_streaks),
+    (("veil",), _paint_veil),
+    (("regression",), _paint_regression),
+    (("red_areas",), _paint_red_areas),
+    (("milia",), _paint_milia),
+    (("comedo",), _paint_comedo),
+    (("cerebriform",), _paint_cerebriform),
+    (("scale",), _paint_scale),
+    (("strawberry",), _paint_strawberry),
+    (("dotted_vessels",), _paint_dotted_vessels),
+    (("nests",), _paint_nests),
+    (("shiny_white",), _paint_shiny_white),
+    (("ulceration",), _paint_ulceration),
+    (("arborizing_vessels",), _paint_arborizing_vessels),
+    (("white_patch",), _paint_white_patch),
+    (("lacunae",), _paint_lacunae),
+)
+
+# Colour names that structures add to the description, in _PAINTERS order.
+_STRUCTURE_COLOURS: dict[str, str] = {
+    "veil": "blue-white", "red_areas": "red", "scale": "white-yellow", "nests": "blue-grey",
+}
 
 
 def describe(category: str, attributes: dict) -> str:
@@ -549,7 +731,7 @@ def describe(category: str, attributes: dict) -> str:
     parts += [_STRUCTURE_WORDS[s] for s in attributes["structures"]]
     skin = f"on {attributes['skin']} skin" + (" with hair" if attributes["hair"] else "")
     parts.append(skin)
-    return manifest.description_prefix(display_name(category)) + ", ".join(parts)
+    return class_prefix(category) + ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------- dataset
@@ -589,16 +771,12 @@ def generate_toy(out_dir: str | Path, n_images: int = 2000, size: int = 128, see
     (out / "masks").mkdir(parents=True, exist_ok=True)
     labels = assign_categories(n_images, categories, seed)
     jobs = [(str(out), seed, i, labels[i], size) for i in range(n_images)]
-    bar = dict(total=n_images, desc="toy images", disable=not progress, unit="img")
     if workers is None:
         workers = min(os.cpu_count() or 1, 4) if n_images >= 256 else 1
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(tqdm(pool.map(_render_and_write, jobs, chunksize=32), **bar))
-    else:
-        rows = [_render_and_write(j) for j in tqdm(jobs, **bar)]
+    rows = map_with_progress(_render_and_write, jobs, workers, chunksize=32, desc="toy images",
+                             disable=not progress, unit="img")
     df = pd.DataFrame(rows)
     df.insert(2, "split", stratified_split(df["category"], test_fraction, seed).to_numpy())
     manifest.write_manifest(df, out)
-    atomic.write_text(out / CATEGORIES_FILE, json.dumps(list(categories)) + "\n")
+    atomic.write_text(out / manifest.CATEGORIES_FILE, json.dumps(list(categories)) + "\n")
     return manifest.read_manifest(out)

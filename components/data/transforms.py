@@ -12,6 +12,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would o
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
+import torch  # noqa: E402
 
 TRANSFORM_KINDS = ("generator", "classify", "segment")
 
@@ -71,3 +72,10 @@ def build_transforms(kind: str, size: int, train: bool, seed: int | None = None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return A.Compose(steps, seed=seed)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 flips/rotations of a BxCxHxW batch (k in 0..7); lesions have no orientation."""
+    if k & 4:
+        x = x.transpose(-1, -2)
+    return torch.rot90(x, k & 3, dims=(-2, -1))

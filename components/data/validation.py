@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # never phone home
 
@@ -24,9 +25,11 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from components import atomic  # noqa: E402
 from components.data import manifest  # noqa: E402
-from components.data.categories import HAM10000_CATEGORIES, display_name  # noqa: E402
+from components.data.categories import HAM10000_CATEGORIES  # noqa: E402
+from components.data.prompts import class_prefix  # noqa: E402
 from components.errors import DataError  # noqa: E402
 
+SummaryCallback = Callable[["ValidationSummary", str], None]   # (summary, artifact name)
 log = logging.getLogger(__name__)
 
 KINDS = ("real", "synthetic")
@@ -173,7 +176,7 @@ def file_checks(root: str | Path, df: pd.DataFrame, require_masks: bool = True) 
             for c in ("mask_exists", "mask_decodes", "mask_binary", "mask_size_matches"):
                 cols[c].append(not mask_rel)
         category = str(row.get("category") or "")
-        prefix = manifest.description_prefix(display_name(category))
+        prefix = class_prefix(category)
         cols["description_prefix_ok"].append(bool(category) and str(row.get("description") or "").startswith(prefix))
     for c, values in cols.items():
         out[c] = values
@@ -192,8 +195,11 @@ def _gx():
 def _context():
     """An in-memory GX context: no docs site on disk, no progress bars, no analytics."""
     gx, _ = _gx()
-    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                            ProgressBarsConfig)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
     config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
                                progress_bars=ProgressBarsConfig(globally=False), analytics_enabled=False)
     return gx.get_context(mode="ephemeral", project_config=config)
@@ -298,35 +304,27 @@ def validate_frame(root: str | Path, raw: pd.DataFrame, kind: str = "real",
 
 def validate_manifest(root: str | Path, kind: str = "real",
                       categories: tuple[str, ...] | list[str] = HAM10000_CATEGORIES,
-                      require_masks: bool = True, summary_path: str | Path | None = None) -> ValidationSummary:
+                      require_masks: bool = True, summary_path: str | Path | None = None,
+                      on_summary: SummaryCallback | None = None) -> ValidationSummary:
     """Validate the manifest of the dataset folder `root` with the `kind` suite.
 
-    The summary is written as JSON to `summary_path` (if given) and logged to the active MLflow run (if any):
-    metrics validation_<kind>_success / _failed, and the JSON as an artifact.
+    The summary is written as JSON to `summary_path` (if given) and handed to `on_summary` (e.g.
+    `components.tracking.validation_runs.log_validation`) with the artifact name it should be logged under.
     """
     summary = validate_frame(root, _read_raw(Path(root)), kind, categories, require_masks)
     if summary_path is not None:
         atomic.write_json(summary_path, summary.to_dict())
-    _log_to_mlflow(summary, Path(summary_path).name if summary_path else f"validation_{kind}.json")
+    if on_summary is not None:
+        on_summary(summary, Path(summary_path).name if summary_path else f"validation_{kind}.json")
     return summary
-
-
-def _log_to_mlflow(summary: ValidationSummary, artifact_name: str) -> None:
-    import mlflow
-
-    if mlflow.active_run() is None:
-        return
-    mlflow.log_metrics({f"validation_{summary.kind}_success": float(summary.success),
-                        f"validation_{summary.kind}_failed": float(len(summary.failures))})
-    mlflow.log_dict(summary.to_dict(), f"validation/{artifact_name}")
-    mlflow.set_tag(f"validation.{summary.kind}", "passed" if summary.success else "failed")
 
 
 def check_manifest(root: str | Path, kind: str = "real",
                    categories: tuple[str, ...] | list[str] = HAM10000_CATEGORIES,
-                   require_masks: bool = True, summary_path: str | Path | None = None) -> ValidationSummary:
+                   require_masks: bool = True, summary_path: str | Path | None = None,
+                   on_summary: SummaryCallback | None = None) -> ValidationSummary:
     """validate_manifest, raising ValidationFailed (a DataError: stage CLIs exit non-zero) when it fails."""
-    summary = validate_manifest(root, kind, categories, require_masks, summary_path)
+    summary = validate_manifest(root, kind, categories, require_masks, summary_path, on_summary)
     if not summary.success:
         raise ValidationFailed(summary)
     log.info("%s: %s manifest valid (%d rows, %d expectations)", root, kind, summary.n_rows,

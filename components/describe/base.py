@@ -1,7 +1,6 @@
 """What every describer takes and returns: items to describe, descriptions, and run counters."""
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from dataclasses import dataclass, field, fields
@@ -106,8 +105,6 @@ def open_image(data: bytes, where: str) -> Image.Image:
         raise DataError(f"{where}: cannot decode image ({exc}); the file is corrupt or truncated, replace it") from None
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def render_prompt(template: str, category: str) -> str:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from components.describe.base import sha256_hex
+from components.hashing import bytes_digest
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ CACHE_NAME = "cache.jsonl"
 
 def cache_key(image_sha256: str, model: str, prompt: str) -> str:
     """Key of one answer: the image content, the model and the exact rendered prompt."""
-    return sha256_hex("\x00".join((image_sha256, model, prompt)).encode("utf-8"))
+    return bytes_digest("\x00".join((image_sha256, model, prompt)).encode("utf-8"))
 
 
 class DescriptionCache:

@@ -19,8 +19,7 @@ from typing import Any, Sequence
 import openai
 from PIL import Image
 
-from components.describe.base import (DescribeItem, Description, DescribeStats, Progress, open_image, render_prompt,
-                                      sha256_hex)
+from components.describe.base import DescribeItem, DescribeStats, Description, Progress, open_image, render_prompt
 from components.describe.budget import Budget
 from components.describe.cache import DescriptionCache, cache_key
 from components.describe.config import DescribeConfig
@@ -28,6 +27,7 @@ from components.describe.secrets import endpoint_label, redact
 from components.describe.template_describer import TemplateDescriber
 from components.describe.validation import check_description
 from components.errors import ConfigError
+from components.hashing import bytes_digest
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class OpenAIDescriber:
     def _describe_item(self, item: DescribeItem) -> Description:
         image_bytes = item.read_bytes()
         prompt = render_prompt(self.cfg.prompt, item.category)
-        key = cache_key(sha256_hex(image_bytes), self.model, prompt)
+        key = cache_key(bytes_digest(image_bytes), self.model, prompt)
         hit = self.cache.get(key)
         if hit is not None:
             check = check_description(hit["description"], item.category, self.cfg.min_chars, self.cfg.max_chars)
@@ -145,8 +145,8 @@ class OpenAIDescriber:
             else:
                 check, detail = None, answer.detail
             if check is not None and check.ok:
-                self.cache.put(key, check.text, image_sha256=sha256_hex(image_bytes), model=self.model,
-                               prompt_sha256=sha256_hex(prompt.encode()), image_id=item.image_id)
+                self.cache.put(key, check.text, image_sha256=bytes_digest(image_bytes), model=self.model,
+                               prompt_sha256=bytes_digest(prompt.encode()), image_id=item.image_id)
                 return Description(item.image_id, check.text, self.name, self.model, "llm")
             self._stats.add(invalid_answers=1)
             log.info("image %s: invalid answer (%s), ask %d of %d", item.image_id, redact(detail, self._secrets),

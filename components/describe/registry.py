@@ -10,6 +10,7 @@ from components.describe.cache import CACHE_NAME, DescriptionCache
 from components.describe.config import DescribeConfig
 from components.describe.template_describer import TemplateDescriber
 from components.errors import ConfigError
+from components.registry import Registry
 
 
 def _build_template(cfg: DescribeConfig, env: Mapping[str, str], cache: DescriptionCache) -> Describer:
@@ -29,10 +30,10 @@ def _build_openai(cfg: DescribeConfig, env: Mapping[str, str], cache: Descriptio
                            base_url=base_url)
 
 
-DESCRIBERS: dict[str, Callable[[DescribeConfig, Mapping[str, str], DescriptionCache], Describer]] = {
-    "openai": _build_openai,
-    "template": _build_template,
-}
+DescriberFactory = Callable[[DescribeConfig, Mapping[str, str], DescriptionCache], Describer]
+DESCRIBERS: Registry[DescriberFactory] = Registry("describer", hint="set describe.backend to auto or one of them")
+DESCRIBERS.register("openai", _build_openai)
+DESCRIBERS.register("template", _build_template)
 
 
 def resolve_backend(cfg: DescribeConfig, env: Mapping[str, str] | None = None) -> str:
@@ -47,8 +48,6 @@ def create_describer(cfg: DescribeConfig, cache: DescriptionCache | None = None,
                      env: Mapping[str, str] | None = None) -> Describer:
     """The describer chosen by `cfg.backend`; the cache defaults to <out_dir>/cache.jsonl."""
     env = os.environ if env is None else env
-    name = resolve_backend(cfg, env)
-    if name not in DESCRIBERS:
-        raise ConfigError(f"describe.backend: unknown describer {name!r}; choose from {sorted(DESCRIBERS)}")
+    factory = DESCRIBERS.create(resolve_backend(cfg, env))
     cache = cache if cache is not None else DescriptionCache(Path(cfg.out_dir) / CACHE_NAME)
-    return DESCRIBERS[name](cfg, env, cache)
+    return factory(cfg, env, cache)

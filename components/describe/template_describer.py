@@ -12,9 +12,11 @@ from typing import Sequence
 import numpy as np
 
 from components.data.categories import display_name
-from components.data.manifest import description_prefix, load_mask
-from components.describe.base import DescribeItem, Description, DescribeStats, Progress, open_image, sha256_hex
+from components.data.manifest import load_mask
+from components.data.prompts import class_prefix
+from components.describe.base import DescribeItem, DescribeStats, Description, Progress, open_image
 from components.describe.vocabulary import CONTRAST_WORDS, GENERIC, SIZE_WORDS, VOCABULARY, ClassVocabulary
+from components.hashing import bytes_digest
 
 TEMPLATE_MODEL = "template-v1"
 
@@ -57,7 +59,7 @@ def measure(image_bytes: bytes, mask: np.ndarray | None, where: str = "image") -
 def compose(category: str, seed_text: str, fraction: float | None, contrast: float) -> str:
     """The sentence for one image: prefix + a frame filled from the class vocabulary."""
     vocab: ClassVocabulary = VOCABULARY.get(category, GENERIC)
-    rng = random.Random(sha256_hex(seed_text.encode()))
+    rng = random.Random(bytes_digest(seed_text.encode()))
     f1, f2, f3 = rng.sample(vocab.features, 3)
     size = rng.choice(("small", "medium-sized", "large")) if fraction is None else _bucket(fraction, SIZE_WORDS)
     icd_terms = vocab.icd11 or (display_name(category),)
@@ -68,7 +70,7 @@ def compose(category: str, seed_text: str, fraction: float | None, contrast: flo
         f1=f1, f2=f2, f3=f3, icd=icd,
     )
     article = "" if body.startswith("dermoscopy") else "a "
-    return description_prefix(display_name(category)) + article + body
+    return class_prefix(category) + article + body
 
 
 class TemplateDescriber:
@@ -89,7 +91,7 @@ class TemplateDescriber:
         data = item.read_bytes() if image_bytes is None else image_bytes
         mask = load_mask(item.mask_path) if item.mask_path else None
         fraction, contrast = measure(data, mask, where=str(item.image_path))
-        seed_text = f"{self.seed}:{item.category}:{sha256_hex(data)}"
+        seed_text = f"{self.seed}:{item.category}:{bytes_digest(data)}"
         return compose(item.category, seed_text, fraction, contrast)
 
     def describe(self, items: Sequence[DescribeItem], progress: Progress | None = None) -> list[Description]:

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 
 from components.data.categories import display_name, normalise_category
-from components.data.manifest import description_prefix
+from components.data.prompts import class_prefix
 from components.errors import DataError
 
 _PREFIX_RE = re.compile(r"^a dermoscopic lesion photo of (?P<name>.+?) for skin cancer diagnosis\b", re.IGNORECASE)
@@ -51,7 +51,7 @@ def check_description(answer: str | None, category: str, min_chars: int, max_cha
     rest = text[match.end():].lstrip(" ,.;:…-").strip()
     if not rest:
         return Check(False, text, "nothing after the prefix")
-    canonical = description_prefix(display_name(category)) + rest
+    canonical = class_prefix(category) + rest
     if len(canonical) < min_chars:
         return Check(False, canonical, f"too short ({len(canonical)} < {min_chars} characters)")
     if len(canonical) > max_chars:

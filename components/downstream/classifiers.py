@@ -20,6 +20,7 @@ from torch import nn
 
 from components.downstream import weights as W
 from components.errors import ModelError
+from components.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,36 +40,25 @@ class ClassifierSpec:
     description: str = ""
 
 
-_REGISTRY: dict[str, ClassifierSpec] = {}
+CLASSIFIERS: Registry[ClassifierSpec] = Registry("classifier", hint="set classify.architectures", error=ModelError)
 
 
-def register_classifier(spec: ClassifierSpec) -> ClassifierSpec:
-    """Add an architecture to the registry (name must be new)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"classifier {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
 
 
-def available_classifiers() -> list[str]:
-    return sorted(_REGISTRY)
 
 
-def classifier_spec(name: str) -> ClassifierSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown classifier {name!r}; choose one of {available_classifiers()}") from None
 
 
-class ImageClassifier(nn.Module):
-    """A registry network behind an input normalisation; forward takes [0, 1] images, returns logits."""
+class Normalised(nn.Module):
+    """A registry network behind the ImageNet input normalisation; forward takes [0, 1] images.
 
-    def __init__(self, arch: str, net: nn.Module, num_classes: int, image_size: int):
+    Mean and std are non-persistent buffers: state dicts hold the network's weights only (`net.` keys).
+    """
+
+    def __init__(self, arch: str, net: nn.Module, num_classes: int):
         super().__init__()
         self.arch = arch
         self.num_classes = num_classes
-        self.image_size = image_size
         self.net = net
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -76,9 +66,17 @@ class ImageClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net((images - self.mean) / self.std)
 
+
+class ImageClassifier(Normalised):
+    """A registry classifier; forward takes [0, 1] images, returns logits."""
+
+    def __init__(self, arch: str, net: nn.Module, num_classes: int, image_size: int):
+        super().__init__(arch, net, num_classes)
+        self.image_size = image_size
+
     def cam_layer(self) -> nn.Module:
         """The module whose activations Grad-CAM weighs (last convolutional block)."""
-        return classifier_spec(self.arch).cam_layer(self.net)
+        return CLASSIFIERS.create(self.arch).cam_layer(self.net)
 
 
 def create_classifier(name: str, num_classes: int, pretrained_path: str | Path | None = None,
@@ -88,7 +86,7 @@ def create_classifier(name: str, num_classes: int, pretrained_path: str | Path |
     `pretrained_path`: None / "" (scratch), a weights file, or "cache" (the architecture's standard cache
     file). `image_size` matters for Swin (its patch grid); CNNs accept any size ≥ their minimum.
     """
-    spec = classifier_spec(name)
+    spec = CLASSIFIERS.create(name)
     if num_classes < 2:
         raise ModelError(f"{name}: num_classes={num_classes}; a classifier needs at least 2 classes")
     if image_size < spec.min_size:
@@ -139,15 +137,15 @@ def _squeezenet1_1(num_classes: int, image_size: int) -> nn.Module:
     return torchvision.models.squeezenet1_1(weights=None, num_classes=num_classes)
 
 
-register_classifier(ClassifierSpec(
+CLASSIFIERS.add(ClassifierSpec(
     name="densenet121", build=_densenet121, head_prefixes=("classifier.",),
     cam_layer=lambda net: net.features.denseblock4, cache_file=_tv_cache("DenseNet121_Weights"),
     convert_state=_densenet_keys, min_size=32, description="torchvision DenseNet-121"))
-register_classifier(ClassifierSpec(
+CLASSIFIERS.add(ClassifierSpec(
     name="resnet34", build=_resnet34, head_prefixes=("fc.",),
     cam_layer=lambda net: net.layer4, cache_file=_tv_cache("ResNet34_Weights"), min_size=32,
     description="torchvision ResNet-34"))
-register_classifier(ClassifierSpec(
+CLASSIFIERS.add(ClassifierSpec(
     name="squeezenet1_1", build=_squeezenet1_1, head_prefixes=("classifier.1.",),
     cam_layer=lambda net: net.features, cache_file=_tv_cache("SqueezeNet1_1_Weights"), min_size=32,
     description="torchvision SqueezeNet 1.1"))
@@ -174,7 +172,7 @@ def _swin_state(state: dict, net: nn.Module) -> dict:
     return checkpoint_filter_fn(state, net)
 
 
-register_classifier(ClassifierSpec(
+CLASSIFIERS.add(ClassifierSpec(
     name="swin", build=_swin, head_prefixes=("head.fc.",),
     cam_layer=lambda net: net.layers[-1], cam_channels_last=True,
     cache_file=lambda: W.hf_cache_file(SWIN_HF_REPO), convert_state=_swin_state, min_size=32,
@@ -202,6 +200,6 @@ class TinyCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-register_classifier(ClassifierSpec(
+CLASSIFIERS.add(ClassifierSpec(
     name="tiny_cnn", build=lambda num_classes, image_size: TinyCNN(num_classes), head_prefixes=("classifier.",),
     cam_layer=lambda net: net.features, min_size=8, description="3-block CNN for tests"))

@@ -20,44 +20,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.errors import ConfigError
+from components.registry import Registry
 
 TRAIN_SETS: tuple[str, ...] = ("real", "synthetic", "hybrid")
 
-CLASSIFY_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "architectures": ["densenet121", "resnet34", "squeezenet1_1", "swin"],
-        "n_folds": 5, "image_size": 224, "batch_size": 32, "lr": 1e-4, "lr_schedule": "constant",
-        "epochs": {"densenet121": 50, "resnet34": 50, "squeezenet1_1": 40, "swin": 40, "default": 50},
-        "max_train_images": 0, "pretrained": "cache", "num_workers": 4, "pin_memory": True,
-        "eval_batch_size": 128,
-    },
-    "cpu": {
-        # SqueezeNet / DenseNet / Swin trained from scratch need far more steps than a CPU budget allows
-        # (SqueezeNet stays at the majority class); ResNet34 learns the toy classes in a few epochs at 48 px.
-        "architectures": ["resnet34"],
-        "n_folds": 3, "image_size": 48, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine",
-        "epochs": {"default": 6},
-        "max_train_images": 400, "pretrained": "", "num_workers": 0, "pin_memory": False,
-        "eval_batch_size": 128,
-    },
-}
+CLASSIFY_PRESETS: Registry[dict[str, Any]] = Registry("classify preset", hint="set classify.preset")
+CLASSIFY_PRESETS.register("paper", {
+    "architectures": ["densenet121", "resnet34", "squeezenet1_1", "swin"],
+    "n_folds": 5, "image_size": 224, "batch_size": 32, "lr": 1e-4, "lr_schedule": "constant",
+    "epochs": {"densenet121": 50, "resnet34": 50, "squeezenet1_1": 40, "swin": 40, "default": 50},
+    "max_train_images": 0, "pretrained": "cache", "num_workers": 4, "pin_memory": True,
+    "eval_batch_size": 128,
+})
+CLASSIFY_PRESETS.register("cpu", {
+    # SqueezeNet / DenseNet / Swin trained from scratch need far more steps than a CPU budget allows
+    # (SqueezeNet stays at the majority class); ResNet34 learns the toy classes in a few epochs at 48 px.
+    "architectures": ["resnet34"],
+    "n_folds": 3, "image_size": 48, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine",
+    "epochs": {"default": 6},
+    "max_train_images": 400, "pretrained": "", "num_workers": 0, "pin_memory": False,
+    "eval_batch_size": 128,
+})
 
-SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "architectures": ["unet_resnet34", "deeplabv3plus_resnet50"],
-        "n_folds": 5, "image_size": 512, "batch_size": 8, "lr": 1e-3, "lr_schedule": "constant",
-        "epochs": {"default": 20},
-        "max_train_images": 0, "pretrained": "cache", "num_workers": 4, "pin_memory": True,
-        "eval_batch_size": 16,
-    },
-    "cpu": {
-        "architectures": ["unet_resnet34"],
-        "n_folds": 3, "image_size": 64, "batch_size": 16, "lr": 1e-3, "lr_schedule": "cosine",
-        "epochs": {"default": 3},
-        "max_train_images": 240, "pretrained": "", "num_workers": 0, "pin_memory": False,
-        "eval_batch_size": 64,
-    },
-}
+SEGMENT_PRESETS: Registry[dict[str, Any]] = Registry("segment preset", hint="set segment.preset")
+SEGMENT_PRESETS.register("paper", {
+    "architectures": ["unet_resnet34", "deeplabv3plus_resnet50"],
+    "n_folds": 5, "image_size": 512, "batch_size": 8, "lr": 1e-3, "lr_schedule": "constant",
+    "epochs": {"default": 20},
+    "max_train_images": 0, "pretrained": "cache", "num_workers": 4, "pin_memory": True,
+    "eval_batch_size": 16,
+})
+SEGMENT_PRESETS.register("cpu", {
+    "architectures": ["unet_resnet34"],
+    "n_folds": 3, "image_size": 64, "batch_size": 16, "lr": 1e-3, "lr_schedule": "cosine",
+    "epochs": {"default": 3},
+    "max_train_images": 240, "pretrained": "", "num_workers": 0, "pin_memory": False,
+    "eval_batch_size": 64,
+})
 
 PRESETS = {"classify": CLASSIFY_PRESETS, "segment": SEGMENT_PRESETS}
 
@@ -141,10 +140,7 @@ class Resolved:
 
 def resolve(cfg: DownstreamConfig, task: str) -> Resolved:
     """Apply the preset of `task` ('classify' / 'segment') under the explicit keys of `cfg`."""
-    presets = PRESETS[task]
-    if cfg.preset not in presets:
-        raise ConfigError(f"{task}.preset={cfg.preset!r}: choose one of {sorted(presets)}")
-    base = presets[cfg.preset]
+    base = PRESETS[task].create(cfg.preset)
     values = dataclasses.asdict(cfg)
 
     def pick(key: str):

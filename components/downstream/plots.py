@@ -8,7 +8,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components.tracking.figures import overlay, pair_grid  # noqa: E402
+from components.images import overlay, pair_grid  # noqa: E402
 
 TRAIN_SET_COLOURS = {"real": "#4C72B0", "synthetic": "#DD8452", "hybrid": "#55A868"}
 TRAIN_SET_LABELS = {"real": "Real only", "synthetic": "Synth only", "hybrid": "50% Real + 50% Synth"}

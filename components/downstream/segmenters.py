@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
 from components.downstream import weights as W
-from components.downstream.classifiers import IMAGENET_MEAN, IMAGENET_STD
+from components.downstream.classifiers import Normalised
 from components.errors import ModelError
+from components.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,45 +31,22 @@ class SegmenterSpec:
     description: str = ""
 
 
-_REGISTRY: dict[str, SegmenterSpec] = {}
+SEGMENTERS: Registry[SegmenterSpec] = Registry("segmenter", hint="set segment.architectures", error=ModelError)
 
 
-def register_segmenter(spec: SegmenterSpec) -> SegmenterSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"segmenter {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
 
 
-def available_segmenters() -> list[str]:
-    return sorted(_REGISTRY)
 
 
-def segmenter_spec(name: str) -> SegmenterSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown segmenter {name!r}; choose one of {available_segmenters()}") from None
 
 
-class ImageSegmenter(nn.Module):
-    """An smp model behind an input normalisation; forward takes [0, 1] images, returns mask logits."""
-
-    def __init__(self, arch: str, net: nn.Module, num_classes: int):
-        super().__init__()
-        self.arch = arch
-        self.num_classes = num_classes
-        self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net((images - self.mean) / self.std)
+class ImageSegmenter(Normalised):
+    """An smp model behind the ImageNet input normalisation; forward takes [0, 1] images, returns mask logits."""
 
 
 def create_segmenter(name: str, num_classes: int = 1, encoder_weights: str | Path | None = None) -> ImageSegmenter:
     """Build segmenter `name` with `num_classes` output channels (1 = binary lesion mask)."""
-    spec = segmenter_spec(name)
+    spec = SEGMENTERS.create(name)
     if num_classes < 1:
         raise ModelError(f"{name}: num_classes={num_classes}; use 1 for a binary mask")
     if str(encoder_weights) == "imagenet":
@@ -84,7 +61,7 @@ def create_segmenter(name: str, num_classes: int = 1, encoder_weights: str | Pat
 
 def check_size(name: str, size: int) -> None:
     """Raise a clear error when `size` does not fit the model's downsampling."""
-    multiple = segmenter_spec(name).size_multiple
+    multiple = SEGMENTERS.create(name).size_multiple
     if size % multiple:
         raise ModelError(f"{name}: image size {size} must be a multiple of {multiple}; "
                          f"e.g. use {max(multiple, size // multiple * multiple)}")
@@ -126,12 +103,12 @@ def _tiny_unet(num_classes: int) -> nn.Module:
                     in_channels=3, classes=num_classes)
 
 
-register_segmenter(SegmenterSpec(
+SEGMENTERS.add(SegmenterSpec(
     name="unet_resnet34", build=_unet_resnet34, encoder_cache=_tv_resnet_cache("ResNet34_Weights"),
     description="U-Net, ResNet-34 encoder"))
-register_segmenter(SegmenterSpec(
+SEGMENTERS.add(SegmenterSpec(
     name="deeplabv3plus_resnet50", build=_deeplabv3plus_resnet50,
     encoder_cache=_tv_resnet_cache("ResNet50_Weights"), size_multiple=16,
     description="DeepLabV3+, ResNet-50 encoder (output stride 16)"))
-register_segmenter(SegmenterSpec(
+SEGMENTERS.add(SegmenterSpec(
     name="tiny_unet", build=_tiny_unet, size_multiple=8, description="3-level U-Net on timm test_resnet, for tests"))

@@ -13,7 +13,6 @@ from components.downstream.classifiers import create_classifier
 from components.downstream.config import Resolved
 from components.downstream.metrics import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, SEGMENTATION_METRICS
 from components.downstream.segmenters import check_size, create_segmenter
-from components.tracking.registry import classifier_model_name, segmenter_model_name
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class ClassificationTask:
         return Evaluation(scores, {"per_class_recall": s["per_class_recall"], "confusion_matrix": s["confusion_matrix"]})
 
     def registry_name(self, arch: str) -> str:
-        return classifier_model_name(arch)
+        return f"skindualgen-classifier-{arch}"
 
     def example_input(self, cfg: Resolved) -> np.ndarray:
         return np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size), dtype=np.float32)
@@ -81,7 +80,7 @@ class SegmentationTask:
         return Evaluation(scores, {}, examples)
 
     def registry_name(self, arch: str) -> str:
-        return segmenter_model_name(arch)
+        return f"skindualgen-segmenter-{arch}"
 
     def example_input(self, cfg: Resolved) -> np.ndarray:
         return np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size), dtype=np.float32)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from components.data.torch_dataset import loader_kwargs
 from components.downstream.metrics import ClassificationMeter, SegmentationMeter
 from components.downstream.segmenters import dice_loss
+from components.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class TrainSettings:
     desc: str = "train"
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → cuda when available, else cpu; other values are passed to torch.device."""
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -92,7 +87,7 @@ def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, t
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     history: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=settings.desc, disable=not settings.progress, leave=False, unit="step")
+    bar = progress_bar(total=total_steps, desc=settings.desc, disable=not settings.progress, leave=False, unit="step")
     for _ in range(settings.epochs):
         running = torch.zeros((), device=device)
         n_batches = 0

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from components.downstream.classifiers import ImageClassifier, classifier_spec  # noqa: E402
+from components.downstream.classifiers import CLASSIFIERS, ImageClassifier  # noqa: E402
 
 METHODS: tuple[str, ...] = ("gradcam", "saliency", "occlusion")
 METHOD_TITLES = {"gradcam": "Grad-CAM", "saliency": "Saliency", "occlusion": "Occlusion"}
@@ -43,7 +43,7 @@ class _ChannelsFirstTap(nn.Module):
 def cam_layer(model: ImageClassifier) -> Iterator[nn.Module]:
     """The module whose output Grad-CAM uses (channels-first), valid inside the block."""
     layer = model.cam_layer()
-    if not classifier_spec(model.arch).cam_channels_last:
+    if not CLASSIFIERS.create(model.arch).cam_channels_last:
         yield layer
         return
     tap = _ChannelsFirstTap()

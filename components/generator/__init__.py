@@ -2,6 +2,7 @@
 
 Modules: presets (base-model registry), tokenizer (offline CLIP tokenizer), base_models (load/save diffusers
 folders), vae_surgery (3→4 channel VAE), lora, losses, checkpoints, data, pretrain_trainer, vae_trainer,
-finetune_trainer, sampling (DualGenerator), pyfunc_model (MLflow serving), config (stage configs).
+finetune_trainer, sampling (DualGenerator), config (stage configs). The MLflow pyfunc wrapper lives in
+components/tracking/generator_model.py.
 Import the sub-modules directly; this package imports nothing heavy.
 """

@@ -26,6 +26,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from components import atomic
 from components.errors import ModelError
 from components.generator import presets
+from components.hashing import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def build_preset(name: str, tokenizer: CLIPTokenizer | None = None, resolution: 
     """
     from components.generator.tokenizer import build_project_tokenizer
 
-    preset = presets.get_preset(name)
+    preset = presets.PRESETS.create(name)
     tokenizer = tokenizer or build_project_tokenizer()
     torch.manual_seed(seed)
     unet_cfg, vae_cfg = preset.unet(), preset.vae()
@@ -160,8 +161,8 @@ def load_base(ref: str | Path, device: torch.device | str | None = None,
     """Load a base model from a folder, pointer folder, hub id or preset; modules in eval mode."""
     original = str(ref)
     ref = resolve_ref(ref)
-    if presets.is_preset(ref):
-        if presets.get_preset(ref).pretrain:
+    if ref in presets.PRESETS:
+        if presets.PRESETS.create(ref).pretrain:
             raise ModelError(f"base model {ref!r} is trained by the `pretrain` stage; load its output folder "
                              f"(models/base) instead of the preset name")
         model = build_preset(ref)
@@ -176,7 +177,7 @@ def load_vae(ref: str | Path) -> AutoencoderKL:
     """Only the VAE of a base model (folder, pointer, hub id or random preset), in eval mode."""
     original = str(ref)
     ref = resolve_ref(ref)
-    if presets.is_preset(ref):
+    if ref in presets.PRESETS:
         return load_base(ref).vae
     _check_ref(ref, original)
     try:
@@ -188,7 +189,7 @@ def load_vae(ref: str | Path) -> AutoencoderKL:
 def validate_ref(ref: str | Path) -> str:
     """Check a base-model reference without loading weights: preset, complete folder or hub-id form."""
     resolved = resolve_ref(ref)
-    if not presets.is_preset(resolved):
+    if resolved not in presets.PRESETS:
         _check_ref(resolved, str(ref))
     return resolved
 
@@ -226,20 +227,11 @@ def _load_diffusers(ref: str, original: str) -> BaseModel:
 
 
 # -------------------------------------------------------------------------------------------- identity
-def file_fingerprint(path: Path) -> str:
-    """sha256 of a file; above 64 MiB of its size plus first and last MiB (fast on multi-GB weights)."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        if size <= 64 << 20:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        else:
-            h.update(str(size).encode())
-            h.update(fh.read(1 << 20))
-            fh.seek(-(1 << 20), 2)
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 identity of a weights file; above 64 MiB its size plus first and last MiB (fast on multi-GB files)."""
+    return file_digest(path, "sha256", sample_above=64 << 20)
 
 
 def folder_fingerprint(folder: str | Path, pattern: str = "**/*") -> str:

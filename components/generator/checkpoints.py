@@ -7,7 +7,6 @@ ModelError naming the file instead of being skipped.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from components.errors import ConfigError, ModelError
+from components.hashing import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,6 @@ META_FILE = "state.json"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -58,7 +52,7 @@ def save_checkpoint(root: str | Path, step: int, lora: dict[str, torch.Tensor], 
     try:
         save_file(lora, str(tmp / LORA_FILE))
         torch.save(training_state, tmp / STATE_FILE)
-        files = {name: _sha256(tmp / name) for name in (LORA_FILE, STATE_FILE)}
+        files = {name: file_digest(tmp / name, "sha256") for name in (LORA_FILE, STATE_FILE)}
         (tmp / META_FILE).write_text(json.dumps({**meta, "step": step, "files": files}, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -102,7 +96,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         file = path / name
         if not file.is_file():
             raise ModelError(f"checkpoint {path} is corrupt: {name} is missing; {fix}")
-        if _sha256(file) != files.get(name):
+        if file_digest(file, "sha256") != files.get(name):
             raise ModelError(f"checkpoint {path} is corrupt: {name} does not match its recorded sha256 "
                              f"(truncated or modified); {fix}")
     lora = load_file(str(path / LORA_FILE))

@@ -1,7 +1,6 @@
 """Training data of the generator stages: manifest split + prompts + seeded, resumable augmentation."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +9,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from components.data import manifest
-from components.data.categories import display_name
+from components.data.prompts import template_prompt
 from components.data.torch_dataset import PairDataset
 from components.data.transforms import build_transforms
 from components.errors import DataError
-
-
-def template_prompt(category: str) -> str:
-    """The paper's class prompt: 'a dermoscopic lesion photo of {class name} for skin cancer diagnosis'."""
-    return manifest.description_prefix(display_name(category)).rstrip(", ")
-
-
-def read_categories(data_dir: str | Path, df: pd.DataFrame | None = None) -> list[str]:
-    """Class codes from the dataset's categories.json, else the sorted categories of the manifest."""
-    path = Path(data_dir) / "categories.json"
-    if path.is_file():
-        return list(json.loads(path.read_text()))
-    if df is None:
-        df = manifest.read_manifest(data_dir)
-    return sorted(df["category"].unique())
 
 
 def load_split(data_dir: str | Path, split: str, descriptions_csv: str | Path = "",

@@ -27,19 +27,22 @@ import torch.nn.functional as F
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import cast_training_params
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from components.config import to_dict
+from components.data.manifest import read_categories
+from components.data.prompts import template_prompt
 from components.data.torch_dataset import loader_kwargs
+from components.device import resolve_device
 from components.errors import ModelError
-from components.generator import checkpoints, losses, lora as lora_lib, runtime
+from components.generator import checkpoints, losses, runtime
+from components.generator import lora as lora_lib
 from components.generator.base_models import BaseModel, load_base, vae_factor
 from components.generator.config import FinetuneConfig, check_resolution
-from components.generator.data import EpochBatches, SeededPairs, batches_per_epoch, load_split, read_categories, \
-    template_prompt
+from components.generator.data import EpochBatches, SeededPairs, batches_per_epoch, load_split
 from components.generator.folders import staged_dir
 from components.generator.sampling import DualGenerator, load_dual_vae
 from components.generator.vae_surgery import MASK_CHANNEL, to_vae_input
+from components.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class FinetuneTrainer:
                  on_validation: ValidationCallback | None = None, progress: bool = True):
         self.cfg = cfg
         self.on_metrics, self.on_validation, self.progress = on_metrics, on_validation, progress
-        self.device = runtime.resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.dtype = runtime.weight_dtype(cfg.mixed_precision, self.device)
         runtime.seed_everything(cfg.seed)
 
@@ -244,7 +247,7 @@ class FinetuneTrainer:
 
     def validation_rows(self, steps: int | None = None) -> list:
         """One row per class (template prompt): generated image, mask, overlay."""
-        from components.tracking.figures import overlay
+        from components.images import overlay
 
         self.unet.eval()
         gen = DualGenerator(self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler.config,
@@ -270,7 +273,7 @@ class FinetuneTrainer:
         self.unet.train()
         pending: list[tuple[int, torch.Tensor, int]] = []
         rows: list = []
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="finetune", unit="step",
+        bar = progress_bar(total=self.total_steps, initial=self.global_step, desc="finetune", unit="step",
                    disable=not self.progress)
         # One loader for every epoch (persistent workers survive between them); set_epoch re-shuffles in place.
         # Its own generator: the workers' base seed is not drawn from the global RNG a checkpoint restores.

@@ -5,8 +5,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from components.data.mask_stats import area_fraction, component_count
 from components.errors import ConfigError
-from components.quality.mask_stats import area_fraction, component_count
 
 # Reasons in the order they are checked; the first that applies is recorded.
 REASONS: tuple[str, ...] = ("empty_mask", "full_frame_mask", "area_below_min", "area_above_max", "fragmented")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from components.errors import ConfigError
+from components.registry import Registry
 
 # Stable Diffusion's noise schedule (scaled_linear, 1000 steps); DDIM at sampling time reads the same config.
 SD_SCHEDULER: dict[str, Any] = {
@@ -103,24 +103,10 @@ class Preset:
     pretrain: bool            # True: `pretrain` trains it from scratch; False: random weights as-is
 
 
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset("tiny", "small UNet/VAE(factor 4)/CLIP from config, pretrained offline by `pretrain`",
-                   tiny_unet_config, tiny_vae_config, tiny_text_config, TINY_SCHEDULER, pretrain=True),
-    "sd2-base-random": Preset("sd2-base-random", "Stable Diffusion 2 base architecture, random weights "
-                              "(GPU benchmarks without downloads)",
-                              sd2_unet_config, sd2_vae_config,
-                              lambda v, b, e, p: sd2_text_config(max(v, 49408), b, e, p),
-                              SD_SCHEDULER, pretrain=False),
-}
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called `name`, or ConfigError listing the known ones."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown base-model preset {name!r}; known presets: {sorted(PRESETS)} "
-                          f"(or give a diffusers folder / hub id)")
-    return PRESETS[name]
-
-
-def is_preset(name: str) -> bool:
-    return name in PRESETS
+PRESETS: Registry[Preset] = Registry("base-model preset", hint="or give a diffusers folder / hub id")
+PRESETS.add(Preset("tiny", "small UNet/VAE(factor 4)/CLIP from config, pretrained offline by `pretrain`",
+                   tiny_unet_config, tiny_vae_config, tiny_text_config, TINY_SCHEDULER, pretrain=True))
+PRESETS.add(Preset("sd2-base-random", "Stable Diffusion 2 base architecture, random weights "
+                   "(GPU benchmarks without downloads)",
+                   sd2_unet_config, sd2_vae_config, lambda v, b, e, p: sd2_text_config(max(v, 49408), b, e, p),
+                   SD_SCHEDULER, pretrain=False))

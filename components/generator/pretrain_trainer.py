@@ -16,13 +16,17 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from tqdm.auto import tqdm
 
+from components.data.manifest import read_categories
+from components.data.prompts import template_prompt
+from components.data.transforms import dihedral
+from components.device import resolve_device
 from components.generator import base_models, losses, runtime
 from components.generator.config import PretrainConfig, check_resolution
-from components.generator.data import load_arrays, load_split, read_categories, template_prompt
+from components.generator.data import load_arrays, load_split
 from components.generator.sampling import ddim_sample, initial_noise
 from components.generator.tokenizer import build_project_tokenizer
+from components.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +39,6 @@ class PretrainResult:
     sample_rows: list = field(default_factory=list)
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """One of the 8 flips/rotations of a BxCxHxW batch (k in 0..7); lesions have no orientation."""
-    if k & 4:
-        x = x.transpose(-1, -2)
-    return torch.rot90(x, k & 3, dims=(-2, -1))
-
-
 def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
               on_metrics: runtime.MetricsCallback | None = None) -> list[float]:
     """Train the 3-channel VAE on images Nx3xHxW in [0, 1]; returns the per-step losses."""
@@ -51,7 +48,7 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, device: torch.devi
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[float] = []
     running = torch.zeros(3, device=device)
-    bar = tqdm(range(cfg.vae_steps), desc="pretrain vae", unit="step")
+    bar = progress_bar(range(cfg.vae_steps), desc="pretrain vae", unit="step")
     for step in bar:
         idx = torch.randint(len(images), (cfg.vae_batch_size,), generator=gen)
         x = dihedral(images[idx], int(torch.randint(8, (1,), generator=gen)))
@@ -116,7 +113,7 @@ def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.T
     history: list[float] = []
     ema = [p.detach().clone() for p in params] if cfg.ema_decay > 0 else None
     running = torch.zeros((), device=device)
-    bar = tqdm(range(cfg.unet_steps), desc="pretrain unet", unit="step")
+    bar = progress_bar(range(cfg.unet_steps), desc="pretrain unet", unit="step")
     for step in bar:
         idx = torch.randint(len(mean), (cfg.unet_batch_size,), generator=gen)
         eps = torch.randn(mean[idx].shape, generator=gen)
@@ -182,7 +179,7 @@ def sample_images(model: base_models.BaseModel, prompts: list[str], seeds: list[
 
 def pretrain_tiny(cfg: PretrainConfig, on_metrics: runtime.MetricsCallback | None = None) -> PretrainResult:
     """Train the tiny preset from scratch on cfg.data_dir's training split; returns the model and metrics."""
-    device = runtime.resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     runtime.seed_everything(cfg.seed)
     t0 = time.perf_counter()
     train = load_split(cfg.data_dir, "train", cfg.descriptions_csv, stage="pretrain")

@@ -8,21 +8,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from components.errors import ConfigError
-
 MetricsCallback = Callable[[dict[str, float], int], None]
 
 
-def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """'auto' → cuda when available, else cpu; an unavailable cuda request is a ConfigError."""
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use device: auto or cpu")
-    return device
 
 
 def weight_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:

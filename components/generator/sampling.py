@@ -23,11 +23,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from tqdm.auto import tqdm
 
+from components.device import resolve_device
 from components.errors import ConfigError, ModelError
-from components.generator import base_models, lora as lora_lib, runtime
+from components.generator import base_models, runtime
+from components.generator import lora as lora_lib
 from components.generator.vae_surgery import require_dual, split_output
+from components.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class DualGenerator:
         (CUDA only) and `compile` (torch.compile of the UNet). prepare=False uses them as they are, e.g. for
         validation samples of modules in training, which the caller keeps on `device` in eval mode."""
         require_dual(vae, "DualGenerator")
-        self.device = runtime.resolve_device(device or "auto")
+        self.device = resolve_device(device or "auto")
         self.dtype = dtype or (runtime.weight_dtype("auto", self.device))
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.channels_last = runtime.use_channels_last(channels_last, self.device)
@@ -216,7 +218,7 @@ class DualGenerator:
             raise ConfigError(f"generate: {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
         if batch_size < 1:
             raise ConfigError(f"generate: batch_size {batch_size} must be ≥ 1")
-        bar = tqdm(total=len(prompts), desc="generate", unit="pair", disable=not progress)
+        bar = progress_bar(total=len(prompts), desc="generate", unit="pair", disable=not progress)
         start = time.perf_counter()
         for i in range(0, len(prompts), batch_size):
             yield prompts[i:i + batch_size], seeds[i:i + batch_size]

@@ -24,18 +24,12 @@ import numpy as np
 import pandas as pd
 
 from components.data import manifest
-from components.data.categories import display_name
+from components.data.prompts import template_prompt
 from components.errors import ConfigError, DataError
 
 MODES: tuple[str, ...] = ("balance", "match", "counts")
 PROMPT_SOURCES: tuple[str, ...] = ("template", "descriptions")
 ATTEMPT_STRIDE = 1_000_000_007
-PAPER_TEMPLATE = "a dermoscopic lesion photo of {name} for skin cancer diagnosis"
-
-
-def template_prompt(category: str) -> str:
-    """The paper's prompt for a class code ('mel' -> '... of melanoma for skin cancer diagnosis')."""
-    return PAPER_TEMPLATE.format(name=display_name(category))
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,16 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from components import atomic
 from components.data import manifest
-from components.data.categories import display_name
+from components.data.mask_stats import compactness
+from components.data.prompts import class_prefix
 from components.errors import DataError, ModelError
 from components.generator.pair_filter import FilterConfig, check_mask
 from components.generator.synthesis_plan import PlannedSample
-from components.quality.mask_stats import compactness
-from components.tracking.lineage import file_md5
+from components.hashing import file_digest
+from components.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def is_finished(out_dir: Path, spec: dict) -> bool:
     if rec.get("status") == "rejected":
         return True
     for kind in ("image", "mask"):
-        if not p[kind].is_file() or file_md5(p[kind]) != rec.get(f"{kind}_md5"):
+        if not p[kind].is_file() or file_digest(p[kind]) != rec.get(f"{kind}_md5"):
             return False
     return True
 
@@ -140,7 +140,7 @@ def _write_sample(out_dir: Path, spec: dict, image: np.ndarray, mask: np.ndarray
     record = {
         "spec": spec, "status": "accepted", "attempt": attempt, "seed_used": seed,
         "width": int(image.shape[1]), "height": int(image.shape[0]),
-        "image_md5": file_md5(p["image"]), "mask_md5": file_md5(p["mask"]),
+        "image_md5": file_digest(p["image"]), "mask_md5": file_digest(p["mask"]),
         "area_fraction": verdict.area_fraction, "components": verdict.components,
         "compactness": compactness(mask), "rejections": rejections,
         "attempts": attempt + 1, "generation_seconds": seconds,
@@ -179,7 +179,7 @@ def write_samples(plan: Sequence[PlannedSample], generator: PairGenerator, out_d
     history: dict[str, list[dict]] = {s.sample_id: [] for s in pending}
     seconds: dict[str, float] = {s.sample_id: 0.0 for s in pending}
     size = settings.resolution or None
-    bar = tqdm(total=len(pending), desc="synthesize", unit="pair", disable=not progress)
+    bar = progress_bar(total=len(pending), desc="synthesize", unit="pair", disable=not progress)
     try:
         while queue:
             batch = [queue.popleft() for _ in range(min(settings.batch_size, len(queue)))]
@@ -236,7 +236,7 @@ def _tally(out: Path, plan: Sequence[PlannedSample], specs: dict[str, dict], sum
 def description_for(sample: PlannedSample) -> str:
     """The manifest description: the prompt when it is a full description (starts with the class prefix
     "a dermoscopic lesion photo of <class> for skin cancer diagnosis, "), else that prefix plus a note."""
-    prefix = manifest.description_prefix(display_name(sample.category))
+    prefix = class_prefix(sample.category)
     return sample.prompt if sample.prompt.startswith(prefix) else prefix + "generated from the class prompt"
 
 

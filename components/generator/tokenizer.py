@@ -17,7 +17,7 @@ from transformers import CLIPTokenizer
 
 from components import atomic
 from components.data.categories import ALIASES, CATEGORY_NAMES
-from components.data.manifest import description_prefix
+from components.data.prompts import description_prefix
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77

@@ -15,7 +15,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,15 +24,18 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm.auto import tqdm
 
 from components.data.torch_dataset import PairDataset
-from components.data.transforms import build_transforms
+from components.data.transforms import build_transforms, dihedral
+from components.device import resolve_device
 from components.generator import losses, runtime
 from components.generator.base_models import vae_factor
 from components.generator.config import AdaptVaeConfig, check_resolution
-from components.generator.pretrain_trainer import dihedral
 from components.generator.vae_surgery import MASK_CHANNEL, expand_to_dual, keep_rows_frozen, split_output, to_vae_input
+from components.progress import progress_bar
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -123,70 +126,112 @@ def evaluate(dual: AutoencoderKL, original: AutoencoderKL, loader: DataLoader, d
 def adapt_vae(vae3: AutoencoderKL, data_dir: str, train: pd.DataFrame, test: pd.DataFrame, categories: list[str],
               cfg: AdaptVaeConfig, on_metrics: runtime.MetricsCallback | None = None) -> AdaptResult:
     """Channel surgery on `vae3` and training of the mask path; returns the adapted VAE and test metrics."""
-    device = runtime.resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    # The order below (seeding, surgery, LoRA init, loaders, training, evaluation) fixes the torch RNG sequence.
     runtime.seed_everything(cfg.seed)
     check_resolution(cfg.resolution, vae_factor(vae3), "adapt_vae")
     t0 = time.perf_counter()
     original = vae3.to(device).eval().requires_grad_(False)
     dual = expand_to_dual(copy.deepcopy(original)).to(device)
-    new, decoder = trainable_parameters(dual, cfg.train_decoder, cfg.decoder_lora_rank)
-    params = new + decoder
-    groups = [{"params": new, "lr": cfg.learning_rate}]
-    if decoder:
-        groups.append({"params": decoder, "lr": cfg.decoder_learning_rate})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, min(25, cfg.steps // 10), cfg.steps)
-
-    transform = build_transforms("generator", cfg.resolution, train=False)
+    params, opt, sched = _optimiser(dual, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(PairDataset(data_dir, train, transform, categories), batch_size=cfg.batch_size,
-                              sampler=RandomSampler(range(len(train)), replacement=True,
-                                                    num_samples=cfg.steps * cfg.batch_size, generator=gen),
-                              drop_last=True)
-    test_loader = DataLoader(PairDataset(data_dir, test, transform, categories), batch_size=cfg.eval_batch_size)
-    dual.train()
-    running = torch.zeros(4, device=device)
-    bar = tqdm(zip(range(cfg.steps), _forever(train_loader)), total=cfg.steps, desc="adapt vae", unit="step")
-    for step, batch in bar:
-        image, mask = batch["image"].to(device), batch["mask"].to(device)
-        if cfg.augment:
-            k = int(torch.randint(8, (1,), generator=gen))
-            image, mask = dihedral(image, k), dihedral(mask, k)
-        x = to_vae_input(image, mask)
-        drop = torch.rand(len(x), generator=gen) < cfg.mask_input_dropout
-        x[drop.to(device), MASK_CHANNEL] = 0
-        with torch.no_grad():
-            target_rgb = original.decode(original.encode(x[:, :3]).latent_dist.mode()).sample
-        decoded = dual.decode(dual.encode(x).latent_dist.sample()).sample
-        logits = decoded[:, MASK_CHANNEL:MASK_CHANNEL + 1]
-        bce = losses.bce_per_sample(logits, mask).mean()
-        dice = losses.dice_per_sample(logits, mask).mean()
-        rgb = F.mse_loss(decoded[:, :3].float(), target_rgb.float())
-        loss = cfg.lambda_bce * bce + cfg.lambda_dice * dice + cfg.lambda_rgb * rgb
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running += torch.stack([loss.detach(), bce.detach(), dice.detach(), rgb.detach()])
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            n = cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every
-            total, bce_v, dice_v, rgb_v = (running / n).tolist()
-            running.zero_()
-            bar.set_postfix(loss=f"{total:.4f}", dice=f"{dice_v:.3f}")
-            if on_metrics:
-                on_metrics({"loss": total, "bce": bce_v, "dice_loss": dice_v, "rgb_mse": rgb_v}, step + 1)
+    train_loader, test_loader = _loaders(data_dir, train, test, categories, cfg, gen)
+    _train(dual, original, train_loader, opt, sched, params, gen, cfg, device, on_metrics)
     t_train = time.perf_counter()
     dual = finalize(dual, cfg.train_decoder)
     metrics, first = evaluate(dual, original, test_loader, device, cfg.max_eval_images)
     metrics.update(seconds_train=t_train - t0, seconds_total=time.perf_counter() - t0,
                    trainable_params=sum(p.numel() for p in params), train_images=len(train))
+    return AdaptResult(vae=dual.to("cpu"), metrics=metrics, grid_rows=_grid_rows(first))
 
-    def u8(t: torch.Tensor) -> np.ndarray:
-        arr = t.permute(1, 2, 0).numpy() if t.shape[0] == 3 else t[0].numpy()
-        return (arr * 255).round().astype(np.uint8)
-    rows = [(f"test {i}", [("image", u8(first["image"][i])), ("true mask", u8(first["mask"][i])),
-                           ("decoded RGB", u8(first["rgb"][i])), ("decoded mask", u8(first["pred"][i])),
-                           ("mask, RGB-only latent", u8(first["pred_rgb_only"][i]))])
-            for i in range(min(6, len(first.get("image", []))))]
-    return AdaptResult(vae=dual.to("cpu"), metrics=metrics, grid_rows=rows)
+
+def _optimiser(dual: AutoencoderKL, cfg: AdaptVaeConfig) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer,
+                                                                 torch.optim.lr_scheduler.LRScheduler]:
+    """Trainable parameters, AdamW (new channels and decoder at their own learning rates) and the LR schedule."""
+    new, decoder = trainable_parameters(dual, cfg.train_decoder, cfg.decoder_lora_rank)
+    groups = [{"params": new, "lr": cfg.learning_rate}]
+    if decoder:
+        groups.append({"params": decoder, "lr": cfg.decoder_learning_rate})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, min(25, cfg.steps // 10), cfg.steps)
+    return new + decoder, opt, sched
+
+
+def _loaders(data_dir: str, train: pd.DataFrame, test: pd.DataFrame, categories: list[str], cfg: AdaptVaeConfig,
+             gen: torch.Generator) -> tuple[DataLoader, DataLoader]:
+    """Train loader of exactly cfg.steps batches (seeded sampling with replacement) and the test loader."""
+    transform = build_transforms("generator", cfg.resolution, train=False)
+    train_loader = DataLoader(PairDataset(data_dir, train, transform, categories), batch_size=cfg.batch_size,
+                              sampler=RandomSampler(range(len(train)), replacement=True,
+                                                    num_samples=cfg.steps * cfg.batch_size, generator=gen),
+                              drop_last=True)
+    test_loader = DataLoader(PairDataset(data_dir, test, transform, categories), batch_size=cfg.eval_batch_size)
+    return train_loader, test_loader
+
+
+def _train(dual: AutoencoderKL, original: AutoencoderKL, loader: DataLoader, opt: torch.optim.Optimizer,
+           sched: torch.optim.lr_scheduler.LRScheduler, params: list[torch.nn.Parameter], gen: torch.Generator,
+           cfg: AdaptVaeConfig, device: torch.device, on_metrics: runtime.MetricsCallback | None) -> None:
+    """cfg.steps optimiser steps on `dual`; mean losses are reported every cfg.log_every steps and at the end."""
+    dual.train()
+    running = torch.zeros(4, device=device)
+    bar = progress_bar(zip(range(cfg.steps), _forever(loader)), total=cfg.steps, desc="adapt vae", unit="step")
+    for step, batch in bar:
+        loss, parts = _batch_losses(dual, original, batch, gen, cfg, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running += parts
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            _report(running, step + 1, cfg, bar, on_metrics)
+
+
+def _batch_losses(dual: AutoencoderKL, original: AutoencoderKL, batch: dict, gen: torch.Generator,
+                  cfg: AdaptVaeConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted loss of one batch and its detached parts (total, bce, dice, rgb).
+
+    Augmentation and mask dropout draw from `gen`; the latent sample draws from the global torch RNG.
+    """
+    image, mask = batch["image"].to(device), batch["mask"].to(device)
+    if cfg.augment:
+        k = int(torch.randint(8, (1,), generator=gen))
+        image, mask = dihedral(image, k), dihedral(mask, k)
+    x = to_vae_input(image, mask)
+    drop = torch.rand(len(x), generator=gen) < cfg.mask_input_dropout
+    x[drop.to(device), MASK_CHANNEL] = 0
+    with torch.no_grad():
+        target_rgb = original.decode(original.encode(x[:, :3]).latent_dist.mode()).sample
+    decoded = dual.decode(dual.encode(x).latent_dist.sample()).sample
+    logits = decoded[:, MASK_CHANNEL:MASK_CHANNEL + 1]
+    bce = losses.bce_per_sample(logits, mask).mean()
+    dice = losses.dice_per_sample(logits, mask).mean()
+    rgb = F.mse_loss(decoded[:, :3].float(), target_rgb.float())
+    loss = cfg.lambda_bce * bce + cfg.lambda_dice * dice + cfg.lambda_rgb * rgb
+    return loss, torch.stack([loss.detach(), bce.detach(), dice.detach(), rgb.detach()])
+
+
+def _report(running: torch.Tensor, done: int, cfg: AdaptVaeConfig, bar: tqdm,
+            on_metrics: runtime.MetricsCallback | None) -> None:
+    """Report the mean losses accumulated in `running` since the last report (after `done` steps); reset it."""
+    n = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
+    total, bce_v, dice_v, rgb_v = (running / n).tolist()
+    running.zero_()
+    bar.set_postfix(loss=f"{total:.4f}", dice=f"{dice_v:.3f}")
+    if on_metrics:
+        on_metrics({"loss": total, "bce": bce_v, "dice_loss": dice_v, "rgb_mse": rgb_v}, done)
+
+
+def _u8(t: torch.Tensor) -> np.ndarray:
+    """A CHW image (3 channels) or 1HW mask in [0, 1] as uint8 HWC / HW."""
+    arr = t.permute(1, 2, 0).numpy() if t.shape[0] == 3 else t[0].numpy()
+    return (arr * 255).round().astype(np.uint8)
+
+
+def _grid_rows(first: dict[str, torch.Tensor], n: int = 6) -> list:
+    """Report-grid rows for the first `n` test images: inputs, decoded RGB and decoded masks."""
+    return [(f"test {i}", [("image", _u8(first["image"][i])), ("true mask", _u8(first["mask"][i])),
+                           ("decoded RGB", _u8(first["rgb"][i])), ("decoded mask", _u8(first["pred"][i])),
+                           ("mask, RGB-only latent", _u8(first["pred_rgb_only"][i]))])
+            for i in range(min(n, len(first.get("image", []))))]

@@ -17,9 +17,10 @@ from PIL import Image
 
 from components.data.torch_dataset import PairDataset
 from components.data.transforms import build_transforms
+from components.device import resolve_device
 from components.downstream.metrics import dice
 from components.downstream.segmenters import check_size, create_segmenter
-from components.downstream.training import TrainSettings, predict_masks, resolve_device, train_segmenter
+from components.downstream.training import TrainSettings, predict_masks, train_segmenter
 
 
 @dataclass(frozen=True)

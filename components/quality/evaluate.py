@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from components.data import manifest
+from components.data.mask_stats import StatsTable, distribution_distances
+from components.progress import progress_bar
 from components.quality.distances import frechet_distance_features, kernel_distance
-from components.quality.mask_stats import StatsTable, distribution_distances
 from components.quality.similarity import cross_pairs, lpips_pairs, ms_ssim_pairs
 
 UNAVAILABLE = "unavailable"
@@ -51,7 +51,7 @@ def load_set(name: str, root: str | Path, rows: pd.DataFrame, size: int, progres
     """Load the image-mask pairs of `rows` (manifest rows of the dataset at `root`); every row needs a mask."""
     manifest.require_masks(rows, root, "quality")
     images, masks = [], []
-    for _, row in tqdm(rows.iterrows(), total=len(rows), desc=f"load {name}", disable=not progress, unit="img"):
+    for _, row in progress_bar(rows.iterrows(), total=len(rows), desc=f"load {name}", disable=not progress, unit="img"):
         pair = manifest.load_pair(root, row, require_mask=True)
         images.append(resize_image(pair.image, size))
         masks.append(pair.mask)

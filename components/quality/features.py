@@ -23,12 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from components.device import resolve_device
 from components.errors import ConfigError, ModelError
+from components.registry import Registry
 
-EXTRACTORS: tuple[str, ...] = ("inception", "tv_inception", "vae")
-METRIC_KEYS: dict[str, tuple[str, str]] = {
-    "inception": ("fid", "kid"), "tv_inception": ("fid_tv", "kid_tv"), "vae": ("fd_vae", "kid_vae"),
-}
 FID_REFERENCE_CLASSES = 1008  # the TF Inception behind FID has 1008 logits; torchvision's has 1000
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,11 +52,6 @@ class FeatureExtractor:
         return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _load_state_dict(path: str | Path) -> dict:
@@ -86,8 +79,7 @@ def resolve_kind(kind: str, inception_weights: str) -> str:
     """The extractor to use: `auto` picks an Inception when a weights file is configured, else `vae`."""
     if kind == "auto":
         return inception_kind(inception_weights) if inception_weights else "vae"
-    if kind not in EXTRACTORS:
-        raise ConfigError(f"quality.feature_extractor {kind!r}: expected auto or one of {list(EXTRACTORS)}")
+    EXTRACTORS.create(kind)
     if kind in ("inception", "tv_inception") and not inception_weights:
         raise ConfigError(f"quality.feature_extractor={kind} needs quality.inception_weights (a local weights "
                           f"file); nothing is downloaded")
@@ -173,17 +165,31 @@ def _vae_encoder(vae_dir: str, device: torch.device) -> Callable:
     return forward
 
 
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """A feature space: its metric names and how to build its network from the configured files."""
+    name: str
+    fd_key: str
+    kid_key: str
+    build: Callable[[str, str, torch.device], Callable]   # (inception_weights, vae_dir, device) -> forward
+    describe: Callable[[str, str], str]                   # (inception_weights, vae_dir) -> description
+
+
+EXTRACTORS: Registry[ExtractorSpec] = Registry(
+    "feature extractor", hint="set quality.feature_extractor to auto or one of them")
+EXTRACTORS.add(ExtractorSpec("inception", "fid", "kid", lambda w, v, d: _reference_inception(w, d),
+                             lambda w, v: f"FID Inception-v3 ({w})"))
+EXTRACTORS.add(ExtractorSpec("tv_inception", "fid_tv", "kid_tv", lambda w, v, d: _torchvision_inception(w, d),
+                             lambda w, v: f"torchvision Inception-v3 ({w})"))
+EXTRACTORS.add(ExtractorSpec("vae", "fd_vae", "kid_vae", lambda w, v, d: _vae_encoder(v, d),
+                             lambda w, v: f"project VAE encoder ({v})"))
+
+
 def create_extractor(kind: str, inception_weights: str = "", vae_dir: str = "models/base", device: str = "auto",
                      batch_size: int = 32) -> FeatureExtractor:
     """Build the named feature extractor (`auto` resolved by `resolve_kind`)."""
-    kind = resolve_kind(kind, inception_weights)
+    spec = EXTRACTORS.create(resolve_kind(kind, inception_weights))
     dev = resolve_device(device)
-    if kind == "inception":
-        forward, desc = _reference_inception(inception_weights, dev), f"FID Inception-v3 ({inception_weights})"
-    elif kind == "tv_inception":
-        forward, desc = _torchvision_inception(inception_weights, dev), f"torchvision Inception-v3 ({inception_weights})"
-    else:
-        forward, desc = _vae_encoder(vae_dir, dev), f"project VAE encoder ({vae_dir})"
-    fd_key, kid_key = METRIC_KEYS[kind]
-    return FeatureExtractor(name=kind, fd_key=fd_key, kid_key=kid_key, description=desc, forward=forward,
-                            device=dev, batch_size=batch_size)
+    return FeatureExtractor(name=spec.name, fd_key=spec.fd_key, kid_key=spec.kid_key,
+                            description=spec.describe(inception_weights, vae_dir),
+                            forward=spec.build(inception_weights, vae_dir, dev), device=dev, batch_size=batch_size)

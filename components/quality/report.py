@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components.quality.mask_stats import STATISTICS, StatsTable  # noqa: E402
+from components.data.mask_stats import STATISTICS, StatsTable  # noqa: E402
 
 ROW_TITLES = {"real_train_vs_real_test": "Real Train vs Real Test",
               "real_train_vs_synthetic_train": "Real Train vs Synth Train"}

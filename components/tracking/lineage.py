@@ -1,11 +1,10 @@
 """Lineage: the git commit of the code and DVC-compatible md5 hashes of the data a run read or wrote."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import subprocess
 from pathlib import Path
+
+from components.hashing import dvc_md5
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -20,29 +19,6 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-def file_md5(path: str | Path) -> str:
-    """md5 of a file's bytes (what DVC records for a file output)."""
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def dvc_md5(path: str | Path) -> str:
-    """The md5 DVC 3 records for a file or folder output (folders: md5 of the sorted entry list + '.dir')."""
-    path = Path(path)
-    if path.is_file():
-        return file_md5(path)
-    entries = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d != ".dvc")
-        for name in sorted(files):
-            full = Path(root) / name
-            entries.append({"md5": file_md5(full), "relpath": full.relative_to(path).as_posix()})
-    entries.sort(key=lambda e: e["relpath"])
-    payload = json.dumps(entries, sort_keys=True).encode()
-    return hashlib.md5(payload).hexdigest() + ".dir"
 
 
 def lineage_tags(inputs: dict[str, str | Path]) -> dict[str, str]:

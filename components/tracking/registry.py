@@ -10,14 +10,6 @@ from mlflow.tracking import MlflowClient
 GENERATOR_MODEL = "skindualgen-generator"
 
 
-def classifier_model_name(arch: str) -> str:
-    return f"skindualgen-classifier-{arch}"
-
-
-def segmenter_model_name(arch: str) -> str:
-    return f"skindualgen-segmenter-{arch}"
-
-
 def register(model_uri: str, name: str, alias: str | None = "challenger",
              tags: dict[str, Any] | None = None) -> str:
     """Register `model_uri` (e.g. the model_uri of a log_model result) as a new version; set `alias` on it.

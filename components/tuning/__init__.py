@@ -1,1 +1,1 @@
-"""Ray Tune sweeps over LoRA rank and sampling settings, one MLflow child run per trial."""
+"""Ray Tune sweeps over LoRA rank and sampling settings; trials report through a caller-supplied tracker."""

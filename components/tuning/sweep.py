@@ -1,18 +1,17 @@
 """The sweep: a grid over LoRA rank, OptunaSearch over sampling settings, ASHA over fine-tune epochs.
 
-Each rank gets its own Optuna study (Optuna cannot search a grid dimension), all inside one MLflow sweep run;
-every trial is a child run of it. Each rank's Tuner lives under `storage/name/rank_<r>` and is restored with
-`Tuner.restore` when the sweep is started again after an interruption.
+Each rank gets its own Optuna study (Optuna cannot search a grid dimension). Trials report through the
+`TrialTracker` the caller passes (`components.tuning.reporting`); `pipelines/tune.py` passes one that makes every
+trial an MLflow child run of the sweep run. Each rank's Tuner lives under `storage/name/rank_<r>` and is restored
+with `Tuner.restore` when the sweep is started again after an interruption.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import mlflow
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -20,9 +19,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from components.tuning.cluster import connect, trial_resources
 from components.tuning.config import TuneConfig
-from components.tuning.objectives import OBJECTIVES
-
-PARENT_ENV = "SKINDUALGEN_SWEEP_PARENT_RUN"
+from components.tuning.objectives import OBJECTIVES, TrialFn
+from components.tuning.reporting import NullTrialTracker, TrialInfo, TrialTracker
 
 
 def search_space(cfg: TuneConfig) -> dict[str, Any]:
@@ -33,43 +31,38 @@ def search_space(cfg: TuneConfig) -> dict[str, Any]:
     }
 
 
-def _trainable(trial_fn: Callable[[dict, dict], None], settings: dict, tracking_uri: str, parent_run_id: str,
-               experiment_id: str) -> Callable[[dict], None]:
-    """Wrap a trial so it logs to its own MLflow child run of the sweep run (created once, reused on restore)."""
+def _trainable(trial_fn: TrialFn, settings: dict, tracker: TrialTracker) -> Any:
+    """Wrap a trial so it records through `tracker` (Ray pickles this closure: everything it holds is picklable)."""
 
     def trainable(config: dict) -> None:
-        os.environ.pop("MLFLOW_RUN_ID", None)  # inherited from `mlflow run`: trials would all write into it
-        mlflow.set_tracking_uri(tracking_uri)
         ctx = tune.get_context()
-        run_file = Path(ctx.get_trial_dir()) / "mlflow_run_id"
-        run_id = run_file.read_text().strip() if run_file.is_file() else None
-        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                              run_name=None if run_id else ctx.get_trial_name(),
-                              tags=None if run_id else {"mlflow.parentRunId": parent_run_id, "stage": "tune-trial",
-                                                        "trial_id": ctx.get_trial_id()}) as run:
-            run_file.write_text(run.info.run_id)
-            mlflow.log_params({k: v for k, v in config.items() if not k.startswith("_")})
-            try:
-                trial_fn(config, settings)
-            except Exception:
-                mlflow.set_tag("trial_status", "failed")
-                raise
+        info = TrialInfo(trial_id=ctx.get_trial_id(), name=ctx.get_trial_name(), trial_dir=Path(ctx.get_trial_dir()))
+        params = {k: v for k, v in config.items() if not k.startswith("_")}
+        with tracker.trial(info, params) as log:
+
+            def report(metrics: dict[str, float], step: int) -> None:
+                log(metrics, step)
+                tune.report(metrics)
+
+            trial_fn(config, settings, report)
 
     return trainable
 
 
-def run_sweep(cfg: TuneConfig, trial_fn: Callable[[dict, dict], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) the sweep; returns the best configuration and every trial's final figures."""
-    objective = OBJECTIVES[cfg.objective]
+def run_sweep(cfg: TuneConfig, trial_fn: TrialFn | None = None,
+              tracker: TrialTracker | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweep; returns the best configuration and every trial's final figures.
+
+    `tracker` records each trial (default: nothing is recorded); it must be picklable.
+    """
+    objective = OBJECTIVES.create(cfg.objective)
     trial_fn = trial_fn or objective.trial_fn
     cluster = connect(cfg.ray_address, num_cpus=cfg.num_cpus or None)
     resources = trial_resources(cluster, cfg.cpus_per_trial)
     storage = Path(cfg.storage).resolve()
     settings = {**dataclasses.asdict(cfg), "root": str(Path.cwd().resolve()),
                 "use_gpu": bool(resources.get("gpu"))}
-    active = mlflow.active_run()
-    trainable = _trainable(trial_fn, settings, mlflow.get_tracking_uri(), active.info.run_id,
-                           active.info.experiment_id)
+    trainable = _trainable(trial_fn, settings, tracker or NullTrialTracker())
     trials: list[dict[str, Any]] = []
     for rank in cfg.lora_ranks:
         name = f"rank_{rank}"

@@ -54,8 +54,8 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 def resolve_prompt(row: dict) -> str:
     """The row's prompt, else the paper's template for its category; neither is a ModelError."""
     from components.data.categories import ALIASES, normalise_category
+    from components.data.prompts import template_prompt
     from components.errors import DataError, ModelError
-    from components.generator.data import template_prompt
 
     prompt = row.get("prompt")
     if isinstance(prompt, str) and prompt.strip():
