@@ -24,7 +24,7 @@ from components.generator.folders import staged_dir
 from components.images import pair_grid
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import load_stage_config, parse_stage_args, run_main, stage_parser
 
 log = logging.getLogger(__name__)
 STAGE = "adapt_vae"
@@ -61,7 +61,7 @@ def run(cfg: AdaptVaeConfig, reports_dir: str | Path = "reports") -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(STAGE, __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
+    args = parse_stage_args(parser, argv)
     run(load_stage_config(AdaptVaeConfig, STAGE, args))
 
 

@@ -21,6 +21,35 @@ def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_stage_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; each `--<key> <value>` (or `--<key>=<value>`) the parser does not know is an
+    override of the stage's key, like `--set key=value`.
+
+    That is what `mlflow run . -e <stage> -P key=value` appends for a key the entry point does not declare, so
+    a key the user did not give never reaches the command and params.yaml stays in force.
+    """
+    args, rest = parser.parse_known_args(argv)
+    args.overrides = list(args.overrides) + _key_value_flags(rest, parser)
+    return args
+
+
+def _key_value_flags(tokens: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    out, i = [], 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            parser.error(f"unexpected argument {token!r}; give stage keys as --set key=value or --key value")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(tokens):
+                parser.error(f"{token} needs a value (--{key} VALUE)")
+            i += 1
+            value = tokens[i]
+        out.append(f"{key}={value}")
+        i += 1
+    return out
+
+
 def load_stage_config(cls: type[T], stage: str, args: argparse.Namespace) -> T:
     """The typed config of `stage` from --params with --set overrides applied."""
     return load_section(cls, stage, args.params, args.overrides)
@@ -39,5 +68,5 @@ def run_main(fn: Callable[[], object]) -> None:
 def stage_main(stage: str, cls: type[T], run: Callable[[T], object], description: str,
                argv: list[str] | None = None) -> None:
     """The whole `main` of a stage without extra flags: parse, load its typed config, run with clear errors."""
-    args = stage_parser(stage, description).parse_args(argv)
+    args = parse_stage_args(stage_parser(stage, description), argv)
     run_main(lambda: run(load_stage_config(cls, stage, args)))

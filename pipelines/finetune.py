@@ -24,7 +24,7 @@ from components.generator.config import FinetuneConfig
 from components.images import pair_grid
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import load_stage_config, parse_stage_args, run_main, stage_parser
 
 log = logging.getLogger(__name__)
 STAGE = "finetune"
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(STAGE, __doc__.splitlines()[0])
     parser.add_argument("--resume", default=None, metavar="latest|PATH",
                         help="resume from the newest checkpoint (latest) or a checkpoint folder")
-    args = parser.parse_args(argv)
+    args = parse_stage_args(parser, argv)
     if args.resume is not None:
         args.overrides.append(f"resume={args.resume}")
     run(load_stage_config(FinetuneConfig, STAGE, args))

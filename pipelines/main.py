@@ -110,15 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.main", description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--stages", default="", help="comma-separated subset (default: all, in dvc.yaml order)")
-    parser.add_argument("--force", action="store_true", help="rerun stages even if a finished run matches")
+    parser.add_argument("--force", nargs="?", const="true", default="false", metavar="true|false",
+                        help="rerun stages even if a finished run matches")
     args = parser.parse_args(argv)
+    force = args.force.strip().lower() in ("1", "true", "yes")
     only = [s for s in args.stages.split(",") if s] or None
 
     def _run() -> None:
         configure()
         with mlflow.start_run(run_name="main"):
             mlflow.set_tag("stage", "main")
-            results = run_chain(args.params, only, args.force)
+            results = run_chain(args.params, only, force)
             mlflow.log_dict(results, "chain.json")
     run_main(_run)
 

@@ -11,7 +11,7 @@ from components.config import to_dict
 from components.errors import ConfigError
 from components.tracking.mlflow_setup import configure
 from components.tracking.promotion import Decision, promote
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import load_stage_config, parse_stage_args, run_main, stage_parser
 
 
 @dataclass
@@ -60,12 +60,12 @@ def run(cfg: PromoteConfig) -> list[Decision]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser("promote", __doc__)
-    parser.add_argument("--force", action="store_true", help="promote the challenger whatever the metric says")
-    args = parser.parse_args(argv)
-    cfg = load_stage_config(PromoteConfig, "promote", args)
-    if args.force:
-        cfg.force = True
-    run_main(lambda: run(cfg))
+    parser.add_argument("--force", nargs="?", const="true", default=None, metavar="true|false",
+                        help="promote the challenger whatever the metric says")
+    args = parse_stage_args(parser, argv)
+    if args.force is not None:
+        args.overrides.append(f"force={args.force}")
+    run_main(lambda: run(load_stage_config(PromoteConfig, "promote", args)))
 
 
 if __name__ == "__main__":

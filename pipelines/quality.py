@@ -65,9 +65,10 @@ def _numeric(prefix: str, obj, out: dict) -> dict:
 
 def run(cfg: QualityConfig) -> dict:
     """Compute Table 1 and write/log it; returns the metrics written to cfg.metrics_file."""
-    real_train = _rows(cfg.real_dir, "train", cfg.categories)
-    real_test = _rows(cfg.real_dir, "test", cfg.categories)
-    synthetic = _rows(cfg.synthetic_dir, "train", cfg.categories)
+    classes = list(cfg.categories) or manifest.read_categories(cfg.real_dir)
+    real_train = _rows(cfg.real_dir, "train", classes)
+    real_test = _rows(cfg.real_dir, "test", classes)
+    synthetic = _rows(cfg.synthetic_dir, "train", classes)
     size = cfg.image_size or comparison_size(cfg.real_dir, real_train, cfg.synthetic_dir, synthetic)
     kernel, betas = msssim_setup(size, cfg.msssim_kernel_size)
     device = resolve_device(cfg.device)
@@ -87,7 +88,7 @@ def run(cfg: QualityConfig) -> dict:
         lpips, lpips_reason = lpips_model(cfg.lpips_net, cfg.lpips_weights, device)
         if lpips is None:
             log.warning("LPIPS unavailable: %s", lpips_reason)
-        consistency = _consistency(cfg, real_train, sets) if cfg.consistency else {}
+        consistency = _consistency(cfg, real_train, sets, classes) if cfg.consistency else {}
         settings = CompareSettings(
             fd_key=extractor.fd_key, kid_key=extractor.kid_key, kid_subsets=cfg.kid_subsets,
             kid_subset_size=cfg.kid_subset_size, pairs=cfg.pairs, class_pairs=cfg.class_pairs,
@@ -96,8 +97,8 @@ def run(cfg: QualityConfig) -> dict:
         kid_size = min(cfg.kid_subset_size, *(len(s) for s in sets.values()))  # one subset size for both rows
         a = sets["real_train"]
         results = {
-            "real_train_vs_real_test": compare_sets(a, sets["real_test"], cfg.categories, settings, lpips, kid_size),
-            "real_train_vs_synthetic_train": compare_sets(a, sets["synthetic_train"], cfg.categories, settings,
+            "real_train_vs_real_test": compare_sets(a, sets["real_test"], classes, settings, lpips, kid_size),
+            "real_train_vs_synthetic_train": compare_sets(a, sets["synthetic_train"], classes, settings,
                                                           lpips, kid_size),
         }
         metrics = {
@@ -135,13 +136,13 @@ def _tag_generators(synthetic: pd.DataFrame, versus_synthetic: dict) -> None:
             log.info("quality figures recorded on %s versions %s", GENERATOR_MODEL, tagged)
 
 
-def _consistency(cfg: QualityConfig, real_train: pd.DataFrame, sets: dict[str, ImageSet]) -> dict:
+def _consistency(cfg: QualityConfig, real_train: pd.DataFrame, sets: dict[str, ImageSet], classes: list[str]) -> dict:
     from components.quality.consistency import SegmenterSettings, consistency_dice, train_reference_segmenter
 
     s = SegmenterSettings(name=cfg.segmenter, size=cfg.segmenter_size, epochs=cfg.segmenter_epochs,
                           batch_size=cfg.segmenter_batch_size, lr=cfg.segmenter_lr, seed=cfg.seed,
                           device=cfg.device, progress=cfg.progress)
-    model, history = train_reference_segmenter(cfg.real_dir, real_train, cfg.categories, s)
+    model, history = train_reference_segmenter(cfg.real_dir, real_train, classes, s)
     out = {"segmenter": cfg.segmenter, "train_seconds": round(history["train_seconds"], 1),
            "final_train_loss": history["loss_history"][-1] if history["loss_history"] else float("nan")}
     for name in ("real_test", "synthetic_train"):

@@ -19,7 +19,7 @@ from components.data import manifest
 from components.data.categories import display_name
 from components.errors import ConfigError, DataError
 from components.generator.synthesis_config import SynthesizeConfig
-from components.generator.synthesis_plan import build_plan, class_counts, real_train_split
+from components.generator.synthesis_plan import build_plan, class_counts, plan_classes, real_train_split
 from components.generator.synthesis_writer import PairGenerator, WriteSummary, assemble, write_samples
 from components.hashing import dvc_md5
 from components.images import overlay, pair_grid
@@ -94,11 +94,11 @@ def summary_metrics(summary: WriteSummary, planned: dict[str, int], validation_o
     return m
 
 
-def validate(cfg: SynthesizeConfig) -> bool:
+def validate(cfg: SynthesizeConfig, classes: list[str]) -> bool:
     """Run the synthetic-manifest Great Expectations suite; raise DataError (exit non-zero) on failure."""
     from components.data.validation import check_manifest
 
-    return check_manifest(cfg.out_dir, kind="synthetic", categories=cfg.categories, on_summary=log_validation).success
+    return check_manifest(cfg.out_dir, kind="synthetic", categories=classes, on_summary=log_validation).success
 
 
 def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
@@ -107,11 +107,12 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
     `generator` defaults to the DualGenerator loaded from the configured model folders.
     """
     train = real_training_rows(cfg)
-    plan = build_plan(train, cfg.categories, cfg.mode, cfg.counts, cfg.scale, cfg.prompt_source, cfg.seed)
+    classes = plan_classes(cfg.real_dir, train, cfg.categories)
+    plan = build_plan(train, classes, cfg.mode, cfg.counts, cfg.scale, cfg.prompt_source, cfg.seed)
     if not plan:
         raise ConfigError(f"synthesize: the plan is empty (mode={cfg.mode}, real training counts "
-                          f"{class_counts(train, cfg.categories)}); choose another mode or set counts")
-    planned = {c: sum(s.category == c for s in plan) for c in cfg.categories}
+                          f"{class_counts(train, classes)}); choose another mode or set counts")
+    planned = {c: sum(s.category == c for s in plan) for c in classes}
     inputs = {"real": cfg.real_dir, **({"lora": cfg.lora_dir} if cfg.lora_dir else {})}
     with stage_run("synthesize", to_dict(cfg), inputs=inputs):
         generator = generator or load_generator(cfg)
@@ -120,7 +121,7 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
         log.info("planned %d pairs (%s)", len(plan), ", ".join(f"{c}={n}" for c, n in planned.items()))
         summary = write_samples(plan, generator, cfg.out_dir, cfg.generation(), cfg.filter(), progress=cfg.progress)
         synthetic, rejections = assemble(cfg.out_dir, plan)
-        validation_ok = validate(cfg) if cfg.validate else None
+        validation_ok = validate(cfg, classes) if cfg.validate else None
         metrics = summary_metrics(summary, planned, validation_ok)
         atomic.write_json(cfg.metrics_file, metrics)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -128,7 +129,7 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
         mlflow.set_tag("data.synthetic.md5", dvc_md5(cfg.out_dir))
         mlflow.log_artifact(str(Path(cfg.out_dir) / "rejections.csv"), "synthesize")
         mlflow.log_artifact(str(Path(cfg.out_dir) / manifest.MANIFEST_NAME), "synthesize")
-        fig = comparison_grid(cfg.real_dir, cfg.out_dir, train, synthetic, cfg.categories)
+        fig = comparison_grid(cfg.real_dir, cfg.out_dir, train, synthetic, classes)
         if fig is not None:
             log_figure(fig, "synthesize/pairs_grid.png", save_to=cfg.grid_file)
         log.info("synthesized %d/%d pairs (%d rejected after %d attempts, %d rejection events); "

@@ -10,7 +10,7 @@ from components.tracking.mlflow_setup import stage_run
 from components.tracking.tuning_runs import MlflowTrialTracker
 from components.tuning.config import TuneConfig
 from components.tuning.sweep import run_sweep
-from pipelines.cli import load_stage_config, run_main, stage_parser
+from pipelines.cli import load_stage_config, parse_stage_args, run_main, stage_parser
 
 
 def best_overrides(best: dict) -> dict[str, dict]:
@@ -51,9 +51,8 @@ def run(cfg: TuneConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = stage_parser("tune", __doc__).parse_args(argv)
-    cfg = load_stage_config(TuneConfig, "tune", args)
-    run_main(lambda: run(cfg))
+    args = parse_stage_args(stage_parser("tune", __doc__), argv)
+    run_main(lambda: run(load_stage_config(TuneConfig, "tune", args)))
 
 
 if __name__ == "__main__":

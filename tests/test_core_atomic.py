@@ -49,3 +49,22 @@ def test_atomic_dir_removes_folders_of_killed_writers_only(tmp_path):
     assert (tmp_path / "real" / "done.txt").read_text() == "ok"
     assert not orphan.exists()
     assert live.exists() and other.exists()
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775),
+                                                        (0o077, 0o600, 0o700)])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        f = atomic.write_text(tmp_path / "shared.txt", "x")
+        with atomic.atomic_dir(tmp_path / "folder") as d:
+            atomic.write_text(d / "inner.txt", "y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == dir_mode
+    assert stat.S_IMODE((tmp_path / "folder" / "inner.txt").stat().st_mode) == file_mode
+    assert atomic.current_umask() == old

@@ -71,3 +71,28 @@ def test_dvc_md5_matches_dvc(tmp_path):
 def test_git_commit_outside_a_repo(tmp_path):
     assert lineage.git_commit(tmp_path) == "unknown"
     assert len(lineage.git_commit(Path(__file__).parent).split("-")[0]) == 40
+
+
+def test_stage_run_records_its_inputs_as_mlflow_datasets(tmp_path):
+    from components.data import manifest
+    from components.data.toy import generate_toy
+    from components.hashing import dvc_md5
+
+    real = tmp_path / "real"
+    generate_toy(real, n_images=20, size=16, seed=0, workers=1, progress=False, test_fraction=0.2)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"abc")
+    for _ in range(2):                     # a resumed run does not log the same dataset twice
+        with mlflow_setup.stage_run("unit", inputs={"real": real, "weights": weights, "absent": tmp_path / "x"}) as r:
+            run_id = r.info.run_id
+        os.environ["MLFLOW_RUN_ID"] = run_id
+    os.environ.pop("MLFLOW_RUN_ID")
+    inputs = {d.dataset.name: d for d in mlflow.get_run(run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"real", "weights"}
+    assert inputs["real"].dataset.digest == dvc_md5(real) and inputs["weights"].dataset.digest == dvc_md5(weights)
+    assert str(real.resolve()) in inputs["real"].dataset.source
+    tags = {t.key: t.value for t in inputs["real"].tags}
+    splits = manifest.read_manifest(real)["split"]
+    assert tags["splits"] == f"test={(splits == 'test').sum()},train={(splits == 'train').sum()}"
+    assert tags["mlflow.data.context"] == "input"
+    assert "splits" not in {t.key for t in inputs["weights"].tags}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -69,11 +70,22 @@ def test_full_dvc_repro_then_mlflow_entry_points_and_sweep(tmp_path):
                             capture_output=True, text=True)
     assert json.loads(status.stdout or "{}") == {}
 
-    for entry, extra in (("describe", []), ("finetune", ["-P", "lora_rank=2"])):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["finetune"]["seed"] = 5                              # edited in params.yaml, not given with -P
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_ids = {}
+    for entry, extra in (("describe", []), ("finetune", []), ("finetune", ["-P", "lora_rank=2"])):
         ran = subprocess.run([sys.executable, "-m", "mlflow", "run", ".", "-e", entry, "--env-manager", "local",
                               "--experiment-name", "skindualgen", *extra], cwd=root, env=env,
                              capture_output=True, text=True)
         assert ran.returncode == 0, ran.stderr[-3000:]
+        found = re.search(r"Run \(ID '([0-9a-f]+)'\) succeeded", ran.stderr + ran.stdout)
+        run_ids[(entry, bool(extra))] = found.group(1)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    plain = MlflowClient().get_run(run_ids[("finetune", False)]).data.params
+    given = MlflowClient().get_run(run_ids[("finetune", True)]).data.params
+    assert plain["seed"] == "5" and plain["lora_rank"] == str(params["finetune"]["lora_rank"])
+    assert given["seed"] == "5" and given["lora_rank"] == "2"
 
     sweep = subprocess.run([sys.executable, "-m", "pipelines.tune", "--set", "lora_ranks=[2]",
                             "--set", "trials_per_rank=2", "--set", "max_epochs=1", "--set", "num_cpus=2"],

@@ -106,16 +106,20 @@ def test_dvc_repro_prepare(tmp_path):
 def test_mlflow_run_prepare(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     uri = os.environ["MLFLOW_TRACKING_URI"]
+    params = (repo / "params.yaml").read_text()
+    edited = params.replace("  size: 128 ", "  size: 32 ").replace("  toy_images: 2000 ", "  toy_images: 60 ")
+    assert edited.count(" 32 ") > params.count(" 32 ") and " 60 " in edited
+    (repo / "params.yaml").write_text(edited)   # size and toy_images from params.yaml, seed from -P
     proc = subprocess.run(
-        [str(VENV_BIN / "mlflow"), "run", ".", "-e", "prepare", "--env-manager", "local",
-         "-P", "toy_images=60", "-P", "size=32", "-P", "seed=7"],
+        [str(VENV_BIN / "mlflow"), "run", ".", "-e", "prepare", "--env-manager", "local", "-P", "seed=7"],
         cwd=repo, env=_env(uri), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_id = re.search(r"Run \(ID '([0-9a-f]+)'\) succeeded", proc.stderr + proc.stdout).group(1)
     run = mlflow.tracking.MlflowClient().get_run(run_id)  # the entry point logged into the run mlflow run made
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["source"] == "toy" and params["seed"] in ("7", "7.0") and params["out_dir"] == "data/real"
+    assert params["source"] == "toy" and params["seed"] == "7" and params["out_dir"] == "data/real"
+    assert params["size"] == "32" and params["toy_images"] == "60"     # the edited params.yaml, not defaults
     assert params["categories"] == "akiec,bcc,bkl,df,mel,nv,vasc"
     assert run.data.metrics["n_images"] == 60 and run.data.metrics["count_nv"] == 40
     assert run.data.metrics["validation_real_success"] == 1.0

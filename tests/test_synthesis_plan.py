@@ -65,3 +65,54 @@ def test_description_prompts_cycle_through_the_class_descriptions_deterministica
     assert plan[0].prompt == template_prompt("akiec")  # no real description of that class: template
     again = build_plan(train, CATS, "counts", counts={"akiec": 1, "mel": 6}, prompt_source="descriptions", seed=7)
     assert again == plan
+
+
+def _dataset(tmp_path, classes: list[str], counts: dict[str, int]):
+    import json
+
+    (tmp_path / "categories.json").write_text(json.dumps(classes))
+    return _train(counts)
+
+
+def test_plan_classes_default_to_the_dataset_classes(tmp_path):
+    from components.generator.synthesis_plan import plan_classes
+
+    train = _dataset(tmp_path, ["mel", "nv"], {"mel": 2, "nv": 5})
+    assert plan_classes(tmp_path, train) == ["mel", "nv"]            # not the seven configured HAM10000 codes
+    assert plan_classes(tmp_path, train, ["nv"]) == ["nv"]
+    plan = build_plan(train, plan_classes(tmp_path, train), "balance", {}, 1.0, "template", 0)
+    assert class_counts(pd.DataFrame([vars(s) for s in plan]), ["mel", "nv"]) == {"mel": 3, "nv": 0}
+
+
+def test_plan_classes_refuse_classes_outside_the_dataset_or_without_training_images(tmp_path):
+    from components.errors import DataError
+    from components.generator.synthesis_plan import plan_classes
+
+    train = _dataset(tmp_path, ["df", "mel", "nv"], {"mel": 2, "nv": 5})   # df: only in the test split
+    with pytest.raises(ConfigError, match=r"synthesize.categories: \['vasc'\] are not classes of the real dataset"):
+        plan_classes(tmp_path, train, ["mel", "vasc"])
+    with pytest.raises(DataError, match=r"no real training image of \['df'\]; the generator cannot learn them"):
+        plan_classes(tmp_path, train)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_inference_steps", 0, r"synthesize.num_inference_steps: 0; use a whole number >= 1"),
+    ("batch_size", -2, r"synthesize.batch_size: -2; use a whole number >= 1"),
+    ("max_attempts", 0, r"synthesize.max_attempts: 0; use a whole number >= 1"),
+    ("resolution", -64, r"synthesize.resolution: -64; use 0"),
+    ("categories", ["mel", "mel"], r"names a class twice"),
+])
+def test_synthesize_config_rejects_unusable_values(key, value, message):
+    from components.generator.synthesis_config import SynthesizeConfig
+
+    with pytest.raises(ConfigError, match=message):
+        SynthesizeConfig(**{key: value})
+
+
+def test_synthesize_zero_steps_is_a_one_line_error(tmp_path, capsys):
+    from pipelines import synthesize
+
+    with pytest.raises(SystemExit) as info:
+        synthesize.main(["--set", "num_inference_steps=0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: synthesize.num_inference_steps: 0; use a whole number >= 1")

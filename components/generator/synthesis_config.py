@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.data.categories import HAM10000_CATEGORIES
+from components.errors import ConfigError
 from components.generator.pair_filter import FilterConfig
 from components.generator.synthesis_writer import GenerationSettings
 
@@ -17,7 +17,7 @@ class SynthesizeConfig:
     vae_dir: str = "models/vae4"
     lora_dir: str = "models/lora"      # "" = the base UNet without LoRA
     out_dir: str = "data/synthetic"
-    categories: list[str] = field(default_factory=lambda: list(HAM10000_CATEGORIES))
+    categories: list[str] = field(default_factory=list)  # [] = the real dataset's classes (categories.json)
     mode: str = "match"                # balance | match | counts (components/generator/synthesis_plan.py)
     counts: dict[str, int] = field(default_factory=dict)
     scale: float = 1.0
@@ -41,6 +41,16 @@ class SynthesizeConfig:
     progress: bool = True
     metrics_file: str = "metrics/synthesize.json"
     grid_file: str = "reports/synthesize/pairs_grid.png"  # Fig.-2-style grid (also logged to MLflow)
+
+    def __post_init__(self) -> None:
+        for key in ("num_inference_steps", "batch_size", "max_attempts"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"synthesize.{key}: {value!r}; use a whole number >= 1")
+        if self.resolution < 0:
+            raise ConfigError(f"synthesize.resolution: {self.resolution}; use 0 (the generator's size) or a size in px")
+        if len(set(self.categories)) != len(self.categories):
+            raise ConfigError(f"synthesize.categories: {self.categories} names a class twice; list each once")
 
     def generation(self) -> GenerationSettings:
         return GenerationSettings(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,

@@ -63,6 +63,24 @@ def real_train_split(real_dir: str | Path) -> pd.DataFrame:
     return train
 
 
+def plan_classes(real_dir: str | Path, train: pd.DataFrame, requested: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The classes to plan: `requested` (default: the dataset's classes, categories.json), each of which must
+    have at least one real training image (a generator cannot learn a class it never saw)."""
+    dataset = manifest.read_categories(real_dir, train)
+    classes = list(requested) or dataset
+    unknown = [c for c in classes if c not in dataset]
+    if unknown:
+        raise ConfigError(f"synthesize.categories: {unknown} are not classes of the real dataset {real_dir} "
+                          f"({dataset}); remove them or leave categories empty to plan the dataset's classes")
+    counts = class_counts(train, classes)
+    unseen = [c for c in classes if counts[c] == 0]
+    if unseen:
+        raise DataError(f"{Path(real_dir) / manifest.MANIFEST_NAME}: no real training image of {unseen}; the generator "
+                        f"cannot learn them. Set synthesize.categories to classes with training images "
+                        f"({[c for c in classes if counts[c]]}) or add images of those classes and rerun prepare")
+    return classes
+
+
 def class_counts(df: pd.DataFrame, categories: list[str] | tuple[str, ...]) -> dict[str, int]:
     """Rows per configured class (0 for absent classes); rows of other classes are ignored."""
     vc = df["category"].value_counts()

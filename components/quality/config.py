@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.data.categories import HAM10000_CATEGORIES
 
 
 @dataclass
@@ -11,7 +10,7 @@ class QualityConfig:
     """Inputs, feature space, pair sampling and the consistency segmenter of the Table-1 evaluation."""
     real_dir: str = "data/real"
     synthetic_dir: str = "data/synthetic"
-    categories: list[str] = field(default_factory=lambda: list(HAM10000_CATEGORIES))
+    categories: list[str] = field(default_factory=list)  # [] = the real dataset's classes (categories.json)
     image_size: int = 0                 # images compared at this side (0 = the smaller of real and synthetic)
     feature_extractor: str = "auto"     # auto | inception | tv_inception | vae (components/quality/features.py)
     inception_weights: str = ""         # local Inception-v3 weights file; "" = the project VAE feature space

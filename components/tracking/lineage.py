@@ -19,8 +19,6 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-
-
 def lineage_tags(inputs: dict[str, str | Path]) -> dict[str, str]:
     """Tags for a run: git commit plus `data.<name>.md5` for every existing input path."""
     tags = {"git_commit": git_commit()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
@@ -11,7 +12,7 @@ from urllib.parse import urlparse
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from components.errors import ConfigError
+from components.errors import ConfigError, DataError
 from components.tracking.lineage import lineage_tags
 
 EXPERIMENT = "skindualgen"
@@ -114,9 +115,43 @@ def stage_run(stage: str, params: dict[str, Any] | None = None, inputs: dict[str
 
 
 def _tag_and_log(stage: str, params: dict[str, Any] | None, inputs: dict[str, str | Path] | None) -> None:
-    mlflow.set_tags({"stage": stage, **lineage_tags(inputs or {})})
+    tags = lineage_tags(inputs or {})
+    mlflow.set_tags({"stage": stage, **tags})
+    log_datasets(inputs or {}, {name: tags[f"data.{name}.md5"] for name in inputs or {} if f"data.{name}.md5" in tags})
     if params:
         _log_params_safely(flat_params(params))
+
+
+def log_datasets(inputs: dict[str, str | Path], digests: dict[str, str]) -> None:
+    """Record each input folder or file as an MLflow dataset input (the runs table's Dataset column): its name,
+    the DVC md5 as digest, the local path as source and, for a dataset folder, its split sizes as a tag."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    existing = {(d.dataset.name, d.dataset.digest) for d in mlflow.get_run(mlflow.active_run().info.run_id)
+                .inputs.dataset_inputs}
+    for name, digest in digests.items():
+        if (name, digest) in existing:
+            continue   # a resumed run logged it already
+        path = Path(inputs[name]).resolve()
+        with warnings.catch_warnings():   # "can be interpreted in multiple ways": two equal local sources
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(path))
+        dataset = MetaDataset(source, name=name, digest=digest)
+        mlflow.log_input(dataset, context="input", tags=_split_tags(path))
+
+
+def _split_tags(path: Path) -> dict[str, str]:
+    """`splits: train=1600,test=400` for a dataset folder with a manifest; nothing for other inputs."""
+    from components.data import manifest
+
+    if not path.is_dir() or not (path / manifest.MANIFEST_NAME).is_file():
+        return {}
+    try:
+        counts = manifest.read_manifest(path)["split"].value_counts()
+    except (DataError, KeyError):   # the stage itself reports an unreadable manifest, with the fix
+        return {}
+    return {"splits": ",".join(f"{k}={int(v)}" for k, v in sorted(counts.items()))}
 
 
 def _log_params_safely(params: dict[str, Any]) -> None:
