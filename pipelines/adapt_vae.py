@@ -62,8 +62,8 @@ def run(cfg: AdaptVaeConfig, reports_dir: str | Path = "reports") -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(STAGE, __doc__.splitlines()[0])
     args = parse_stage_args(parser, argv)
-    run(load_stage_config(AdaptVaeConfig, STAGE, args))
+    run_main(lambda: run(load_stage_config(AdaptVaeConfig, STAGE, args)))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

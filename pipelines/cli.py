@@ -6,7 +6,8 @@ import logging
 import sys
 from typing import Callable, TypeVar
 
-from components.config import load_section
+from components import agreements
+from components.config import load_params, load_section, to_dict
 from components.errors import SkinDualGenError
 
 T = TypeVar("T")
@@ -51,8 +52,13 @@ def _key_value_flags(tokens: list[str], parser: argparse.ArgumentParser) -> list
 
 
 def load_stage_config(cls: type[T], stage: str, args: argparse.Namespace) -> T:
-    """The typed config of `stage` from --params with --set overrides applied."""
-    return load_section(cls, stage, args.params, args.overrides)
+    """The typed config of `stage` from --params with --set overrides applied; it must agree with what the other
+    stages share (components/agreements.py), or a ConfigError names both keys."""
+    cfg = load_section(cls, stage, args.params, args.overrides)
+    params = load_params(args.params)
+    params[stage] = {**(params.get(stage) or {}), **to_dict(cfg)}
+    agreements.check(params, stage, where=str(args.params))
+    return cfg
 
 
 def run_main(fn: Callable[[], object]) -> None:

@@ -1,8 +1,12 @@
 """Stage `describe`: one clinical description per image of a dataset (vision LLM with cache, or offline template).
 
-Writes <out_dir>/descriptions.csv (image_id, description, describer, model), keeps the answer cache in
-<out_dir>/cache.jsonl, writes the run's counters to metrics_file and logs them to MLflow with token usage,
-estimated cost and examples. The API key is read from the environment and never written anywhere.
+Writes <out_dir>/descriptions.csv (image_id, description, describer, model, status, reason), keeps the answer
+cache in <out_dir>/cache.jsonl, writes the run's counters to metrics_file and logs them to MLflow with token
+usage, estimated cost and examples. When more than `max_fallback_share` of the images asked of the LLM fell
+back to the template, the stage still writes all of that, then fails with one line (DescribeError), so DVC does
+not record the degraded output; the answers received are cached and a rerun asks only for the rest.
+Known secrets (the API key from the environment, credentials inside the base URL) are redacted from answers,
+params and logs: no file the stage writes holds them.
 """
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ from components.describe import (
     resolve_backend,
 )
 from components.describe.apply import DESCRIPTION_COLUMNS
+from components.describe.base import DescribeError, fallback_problem
 from components.describe.cache import CACHE_NAME
-from components.describe.secrets import redact, redacting_logs
+from components.describe.secrets import Secrets, redacting_logs
 from components.errors import DataError
 from components.progress import progress_bar
 from components.tracking.mlflow_setup import stage_run
@@ -74,9 +79,14 @@ def run(cfg: DescribeConfig) -> dict:
     """Describe every selected image; write descriptions.csv and the metrics; return the metrics."""
     items = select_items(cfg)
     backend = resolve_backend(cfg)
-    secrets = [os.environ.get("OPENAI_API_KEY", "")]
+    secrets = Secrets.from_env(cfg.base_url, os.environ)
+    params = {k: secrets.redact(v) if isinstance(v, str) else v for k, v in to_dict(cfg).items()}
+    params["base_url"] = secrets.mask_url(cfg.base_url)
     out_dir = Path(cfg.out_dir)
-    with redacting_logs(secrets), stage_run("describe", to_dict(cfg), inputs={"real": cfg.data_dir}):
+    if Secrets(base_url=cfg.base_url).url_has_credentials:
+        log.warning("describe.base_url carries credentials: they are redacted in everything this stage writes, but "
+                    "DVC records the params section in dvc.lock; prefer OPENAI_BASE_URL for such a URL")
+    with redacting_logs(secrets), stage_run("describe", params, inputs={"real": cfg.data_dir}):
         cache = DescriptionCache(out_dir / CACHE_NAME)
         describer = create_describer(cfg, cache=cache)
         endpoint = getattr(describer, "endpoint", "")
@@ -88,18 +98,28 @@ def run(cfg: DescribeConfig) -> dict:
             results = describer.describe(items, progress=bar.update)
         frame = pd.DataFrame([{c: getattr(r, c) for c in DESCRIPTION_COLUMNS} for r in results],
                              columns=list(DESCRIPTION_COLUMNS))
+        frame["description"] = frame["description"].map(secrets.redact)  # the describer redacted already
         with atomic.atomic_path(out_dir / DESCRIPTIONS_NAME) as tmp:
             frame.to_csv(tmp, index=False)
-        metrics = {**describer.stats.to_metrics(), "backend": describer.name,
+        stats = describer.stats
+        metrics = {**stats.to_metrics(), "backend": describer.name, "asked": stats.asked,
+                   "fallback_share": round(stats.failed / stats.asked, 4) if stats.asked else 0.0,
                    "distinct_descriptions": int(frame["description"].nunique()),
                    "mean_chars": round(float(frame["description"].str.len().mean()), 1) if len(frame) else 0.0}
         atomic.write_json(cfg.metrics_file, metrics)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.log_text(redact(examples_text(results, cfg.examples), secrets), "describe/examples.txt")
-        log.info("described %d image(s): %d llm, %d cached, %d fallback (%d invalid, %d errors, %d over budget), "
-                 "%d template; %d+%d tokens, ~$%.4f", metrics["images"], metrics["llm"], metrics["cached"],
-                 metrics["fallback"], metrics["invalid"], metrics["errors"], metrics["budget_skipped"],
-                 metrics["template"], metrics["prompt_tokens"], metrics["completion_tokens"], metrics["cost_usd"])
+        mlflow.log_text(secrets.redact(examples_text(results, cfg.examples)), "describe/examples.txt")
+        log.info("described %d image(s): %d llm, %d cached, %d fallback (%d invalid, %d errors, %d over budget, "
+                 "%d circuit open), %d template; %d+%d tokens, ~$%.4f", metrics["images"], metrics["llm"],
+                 metrics["cached"], metrics["fallback"], metrics["invalid"], metrics["errors"],
+                 metrics["budget_skipped"], metrics["circuit_open"], metrics["template"], metrics["prompt_tokens"],
+                 metrics["completion_tokens"], metrics["cost_usd"])
+        note = getattr(describer, "health_note", lambda: "")()
+        problem = fallback_problem(stats, cfg.max_fallback_share, note)
+        if problem:
+            mlflow.set_tag("describe.failed", "fallback_share")
+            raise DescribeError(secrets.redact(f"describe: {problem} (per image: status/reason in "
+                                               f"{out_dir / DESCRIPTIONS_NAME})"))
     return metrics
 
 

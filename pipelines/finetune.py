@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_stage_args(parser, argv)
     if args.resume is not None:
         args.overrides.append(f"resume={args.resume}")
-    run(load_stage_config(FinetuneConfig, STAGE, args))
+    run_main(lambda: run(load_stage_config(FinetuneConfig, STAGE, args)))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

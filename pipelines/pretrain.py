@@ -69,8 +69,8 @@ def run(cfg: PretrainConfig, reports_dir: str | Path = "reports") -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(STAGE, __doc__.splitlines()[0])
     args = parse_stage_args(parser, argv)
-    run(load_stage_config(PretrainConfig, STAGE, args))
+    run_main(lambda: run(load_stage_config(PretrainConfig, STAGE, args)))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,7 +51,8 @@ class ChatServer:
 
     Script actions: ok | 429 (with Retry-After: `retry_after`) | 400 | 500 | 500_echo (error body echoing the Authorization header) | 401 |
     invalid (answer without the prefix) | wrong_category | malformed (JSON without choices) |
-    notjson | sleep:<seconds>. When the script is empty, `default` is used.
+    notjson | echo (a valid answer that repeats `echo_text` and the Authorization header) | sleep:<seconds>.
+    When the script is empty, `default` is used.
     """
 
     def __init__(self, prompt_tokens: int = 1000, completion_tokens: int = 100, delay_s: float = 0.0):
@@ -60,6 +62,7 @@ class ChatServer:
         self.completion_tokens = completion_tokens
         self.delay_s = delay_s
         self.retry_after = "0"
+        self.echo_text = ""
         self.requests: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -149,16 +152,82 @@ class ChatServer:
                     return self._send(200, b'{"unexpected": true}')
                 if action == "notjson":
                     return self._send(200, b"<html>gateway</html>")
+                if action == "echo":
+                    content = (server.answer_for(body)[:-1] + f", reference {server.echo_text} "
+                               f"({self.headers.get('authorization')}).")
+                    return self._send(200, json.dumps(server.completion(body, content)).encode())
                 content = {"invalid": "Sure! This image shows a skin lesion.",
                            "wrong_category": "a dermoscopic lesion photo of dermatofibroma for skin cancer "
                                              "diagnosis, a firm papule with a central white patch and a "
                                              "delicate peripheral network."}.get(action) or server.answer_for(body)
-                payload = {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": content}}],
-                           "usage": {"prompt_tokens": server.prompt_tokens,
-                                     "completion_tokens": server.completion_tokens,
-                                     "total_tokens": server.prompt_tokens + server.completion_tokens}}
-                self._send(200, json.dumps(payload).encode())
+                self._send(200, json.dumps(server.completion(body, content)).encode())
 
         return Handler
+
+    def completion(self, body: dict, content: str) -> dict:
+        return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                          "total_tokens": self.prompt_tokens + self.completion_tokens}}
+
+
+class HangingServer:
+    """Loopback TCP server that accepts every connection, reads what the client sends and never answers."""
+
+    def __init__(self):
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._received: list[bytearray] = []
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
+
+    @property
+    def posts(self) -> int:
+        """Chat-completions requests received (each attempt after a timeout comes on a new connection)."""
+        with self._lock:
+            return sum(bytes(buf).count(b"POST /v1/chat/completions ") for buf in self._received)
+
+    def __enter__(self) -> "HangingServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            buf = bytearray()
+            with self._lock:
+                self._conns.append(conn)
+                self._received.append(buf)
+            threading.Thread(target=self._read, args=(conn, buf), daemon=True).start()
+
+    def _read(self, conn: socket.socket, buf: bytearray) -> None:
+        conn.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return  # the client gave up and closed
+            with self._lock:
+                buf.extend(chunk)

@@ -96,3 +96,16 @@ def test_stage_run_records_its_inputs_as_mlflow_datasets(tmp_path):
     assert tags["splits"] == f"test={(splits == 'test').sum()},train={(splits == 'train').sum()}"
     assert tags["mlflow.data.context"] == "input"
     assert "splits" not in {t.key for t in inputs["weights"].tags}
+
+
+def test_system_metrics_when_enabled(monkeypatch):
+    """MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true makes every stage run record CPU / memory (GPU with nvidia-ml-py)."""
+    import time
+
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    with mlflow_setup.stage_run("unit-system") as run:
+        time.sleep(1.5)
+    metrics = mlflow.get_run(run.info.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics

@@ -188,6 +188,11 @@ def test_apply_descriptions_fills_matching_rows(tmp_path):
         apply_descriptions(pd.DataFrame({"image_id": ["q"], "description": [""]}), csv)
     with pytest.raises(DataError, match="describe"):
         apply_descriptions(manifest, tmp_path / "missing.csv")
+    # The stage's current layout, with status and reason, reads the same way.
+    pd.DataFrame({"image_id": ["a", "c"], "description": ["llm a", "fallback c"], "describer": ["openai", "template"],
+                  "model": ["gpt-4o-mini", "template-v1"], "status": ["llm", "fallback"],
+                  "reason": ["", "circuit_open"]}).to_csv(csv, index=False)
+    assert apply_descriptions(manifest, csv)["description"].tolist() == ["llm a", "old b", "fallback c"]
 
 
 def test_png_data_url_reencodes_and_downscales():
@@ -218,8 +223,11 @@ def test_stage_offline_writes_descriptions_metrics_and_an_empty_cache(tmp_path, 
     describe_stage.main(["--params", str(params), "--set", "splits=[train]"])
 
     out = pd.read_csv(tmp_path / "desc" / "descriptions.csv", dtype=str, keep_default_na=False)
-    assert list(out.columns) == ["image_id", "description", "describer", "model"]
+    assert list(out.columns) == ["image_id", "description", "describer", "model", "status", "reason"]
     assert len(out) == 5 and set(out["describer"]) == {"template"}  # train rows: images 0 and 2 of each class
+    assert set(out["status"]) == {"template"} and set(out["reason"]) == {""}
+    train_items = [it for it in _items(data, read_manifest(data)) if it.image_id in set(out["image_id"])]
+    assert out["description"].tolist() == [r.description for r in TemplateDescriber(seed=0).describe(train_items)]
     assert (tmp_path / "desc" / "cache.jsonl").read_text() == ""
     metrics = json.loads((tmp_path / "m" / "describe.json").read_text())
     assert metrics["template"] == metrics["images"] == 5 and metrics["requests"] == 0

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from components.errors import ConfigError
 from components.tracking.mlflow_setup import stage_run
 from components.tracking.tuning_runs import MlflowTrialTracker, absolute_tracking_uri
-from components.tuning.cluster import connect, trial_resources
+from components.distributed.cluster import connect, trial_resources
 from components.tuning.config import TuneConfig
 from components.tuning.objectives import OBJECTIVES
 from components.tuning.reporting import NullTrialTracker, TrialInfo

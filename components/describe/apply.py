@@ -7,16 +7,20 @@ import pandas as pd
 
 from components.errors import DataError
 
-DESCRIPTION_COLUMNS = ("image_id", "description", "describer", "model")
+# Written by the describe stage; status: llm | cached | fallback | template, reason: why a fallback
+# (budget | invalid | error | circuit_open), else empty.
+DESCRIPTION_COLUMNS = ("image_id", "description", "describer", "model", "status", "reason")
+# Needed to read one (files written before status/reason existed have only these).
+REQUIRED_COLUMNS = DESCRIPTION_COLUMNS[:4]
 
 
 def read_descriptions(path: str | Path) -> pd.DataFrame:
-    """Read descriptions.csv (image_id, description, describer, model), checking its columns."""
+    """Read descriptions.csv (image_id, description, describer, model[, status, reason]), checking its columns."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: descriptions file not found; run the `describe` stage (dvc repro describe)")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in DESCRIPTION_COLUMNS if c not in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected {list(DESCRIPTION_COLUMNS)}")
     dup = df["image_id"][df["image_id"].duplicated()].unique().tolist()

@@ -35,7 +35,15 @@ class DescribeConfig:
     max_retries: int = 4             # extra attempts on 429 / 5xx / timeouts / connection errors
     backoff_s: float = 1.0           # first backoff; doubles per attempt, with jitter
     backoff_max_s: float = 30.0
-    timeout_s: float = 60.0
+    timeout_s: float = 10.0          # per attempt (vision answers take seconds); a hanging server costs ~5 x this
+    # Circuit breaker: after this many failed attempts in a row (timeouts, connection errors, 5xx, unparsable
+    # bodies, requests given up on a 4xx; a retried 429 counts nothing, any answer resets) no further request
+    # is made and the remaining images get the template (reason circuit_open). Each timed-out attempt counts,
+    # so a hanging server stops the run after about ceil(N / max_concurrency) x timeout_s plus backoff. 0: off.
+    max_consecutive_failures: int = 5
+    # Exit non-zero (answers received stay cached) when more than this share of the images asked of the LLM
+    # (not cached, not skipped by the budget) fell back to the template. 1.0: never.
+    max_fallback_share: float = 0.1
     invalid_retries: int = 1         # re-asks after an answer that fails the checks, then the fallback
     max_output_tokens: int = 300     # 0: let the server decide
     temperature: float = 0.2
@@ -59,12 +67,14 @@ class DescribeConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be at least 1, got {getattr(self, name)}")
         for name in ("max_retries", "invalid_retries", "max_images", "max_output_tokens", "max_image_side",
-                     "examples"):
+                     "examples", "max_consecutive_failures"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("backoff_s", "backoff_max_s", "price_input_usd_per_mtok", "price_output_usd_per_mtok"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.max_fallback_share <= 1:
+            raise ConfigError(f"{where}.max_fallback_share: must be between 0 and 1, got {self.max_fallback_share}")
         if self.timeout_s <= 0:
             raise ConfigError(f"{where}.timeout_s: must be > 0 seconds, got {self.timeout_s}")
         if self.budget_usd is not None and self.budget_usd < 0:

@@ -1,8 +1,10 @@
 """Vision-LLM describer over the chat-completions API (OpenAI or any compatible server).
 
 Per image: cache lookup -> budget check -> request (PNG as a base64 data URL) with retries and exponential
-backoff plus jitter on 429 / 5xx / timeouts / connection errors -> answer checks (one re-ask by default) ->
-cache. Whatever cannot be answered within the rules gets the offline description and is counted.
+backoff plus jitter on 429 / 5xx / timeouts / connection errors -> known secrets redacted from the answer ->
+answer checks (one re-ask by default) -> cache. A circuit breaker (breaker.py) stops all requests after
+`max_consecutive_failures` failed attempts in a row. Whatever cannot be answered within the rules gets the
+offline description and is counted.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import openai
 from PIL import Image
 
 from components.describe.base import DescribeItem, DescribeStats, Description, Progress, open_image, render_prompt
+from components.describe.breaker import CircuitBreaker
 from components.describe.budget import Budget
 from components.describe.cache import DescriptionCache, cache_key
 from components.describe.config import DescribeConfig
-from components.describe.secrets import endpoint_label, redact
+from components.describe.secrets import Secrets, endpoint_label
 from components.describe.template_describer import TemplateDescriber
 from components.describe.validation import check_description
 from components.errors import ConfigError
@@ -57,7 +60,7 @@ def png_data_url(image_bytes: bytes, max_side: int = 0, where: str = "image") ->
 class _Answer:
     """What one request sequence (with its transient retries) produced."""
     text: str | None = None
-    outcome: str = "answer"     # answer | malformed | error | budget
+    outcome: str = "answer"     # answer | malformed | error | budget | circuit_open
     detail: str = ""
 
 
@@ -71,8 +74,9 @@ class OpenAIDescriber:
         self.model = cfg.model
         self.cache = cache
         self.fallback = fallback
-        self._secrets = [api_key] if api_key else []
+        self.secrets = Secrets(api_key, base_url)
         self.endpoint = endpoint_label(base_url)
+        self.breaker = CircuitBreaker(cfg.max_consecutive_failures)
         self.client = openai.OpenAI(api_key=api_key or NO_KEY, base_url=base_url or None,
                                     timeout=cfg.timeout_s, max_retries=0)
         self.budget = Budget(cfg.budget_usd, cfg.price_input_usd_per_mtok, cfg.price_output_usd_per_mtok)
@@ -87,7 +91,16 @@ class OpenAIDescriber:
     def stats(self) -> DescribeStats:
         self._stats.budget_exhausted = self.budget.exhausted
         self._stats.cost_usd = self.budget.spent
+        self._stats.circuit_breaker_open = self.breaker.is_open
+        self._stats.circuit_opened_at_request = self.breaker.opened_at_request
         return self._stats
+
+    def health_note(self) -> str:
+        """Why requests stopped, when the circuit breaker opened; '' otherwise."""
+        if not self.breaker.is_open:
+            return ""
+        return (f"the circuit breaker opened after {self.breaker.threshold} failed attempt(s) in a row at "
+                f"{self.endpoint} (last: {self.breaker.last_failure}; describe.max_consecutive_failures)")
 
     # -- public -----------------------------------------------------------------------------------------
     def describe(self, items: Sequence[DescribeItem], progress: Progress | None = None) -> list[Description]:
@@ -125,10 +138,12 @@ class OpenAIDescriber:
         hit = self.cache.get(key)
         if hit is not None:
             check = check_description(hit["description"], item.category, self.cfg.min_chars, self.cfg.max_chars)
-            if check.ok:
-                return Description(item.image_id, check.text, self.name, self.model, "cached")
+            if check.ok:  # redacted again: a cache written before redaction existed may hold a secret
+                return Description(item.image_id, self.secrets.redact(check.text), self.name, self.model, "cached")
         if self.budget.exhausted:
             return self._fallback(item, image_bytes, "budget")
+        if self.breaker.is_open:
+            return self._fallback(item, image_bytes, "circuit_open")
         messages = [{"role": "user", "content": [
             {"type": "text", "text": prompt},
             {"type": "image_url", "image_url": {"url": png_data_url(image_bytes, self.cfg.max_image_side,
@@ -137,10 +152,13 @@ class OpenAIDescriber:
         ]}]
         for ask in range(self.cfg.invalid_retries + 1):
             answer = self._request(messages, item.image_id)
-            if answer.outcome in ("budget", "error"):
+            if answer.outcome in ("budget", "error", "circuit_open"):
                 return self._fallback(item, image_bytes, answer.outcome)
             if answer.outcome == "answer":
-                check = check_description(answer.text, item.category, self.cfg.min_chars, self.cfg.max_chars)
+                text = self.secrets.redact(answer.text)  # a server may echo the key: never store it
+                if text != answer.text:
+                    log.warning("image %s: the answer contained a known secret; stored redacted", item.image_id)
+                check = check_description(text, item.category, self.cfg.min_chars, self.cfg.max_chars)
                 detail = check.reason
             else:
                 check, detail = None, answer.detail
@@ -149,7 +167,7 @@ class OpenAIDescriber:
                                prompt_sha256=bytes_digest(prompt.encode()), image_id=item.image_id)
                 return Description(item.image_id, check.text, self.name, self.model, "llm")
             self._stats.add(invalid_answers=1)
-            log.info("image %s: invalid answer (%s), ask %d of %d", item.image_id, redact(detail, self._secrets),
+            log.info("image %s: invalid answer (%s), ask %d of %d", item.image_id, self.secrets.redact(detail),
                      ask + 1, self.cfg.invalid_retries + 1)
         return self._fallback(item, image_bytes, "invalid")
 
@@ -163,42 +181,67 @@ class OpenAIDescriber:
         if self.cfg.max_output_tokens:
             kwargs["max_tokens"] = self.cfg.max_output_tokens
         for attempt in range(self.cfg.max_retries + 1):
+            if self.breaker.is_open:
+                return _Answer(outcome="circuit_open")
             reservation = self.budget.reserve()
             if reservation is None:
                 return _Answer(outcome="budget")
             if self._stop.is_set():  # another worker hit a fatal error while this one waited for budget
                 self.budget.settle(reservation, None)
                 return _Answer(outcome="error", detail="run stopped")
+            if self.breaker.is_open:  # opened while this one waited for budget
+                self.budget.settle(reservation, None)
+                return _Answer(outcome="circuit_open")
             cost = None
             self._stats.add(requests=1, retries=1 if attempt else 0)
             try:
                 response = self.client.chat.completions.create(**kwargs)
                 cost = self._charge(response)
-                return self._parse(response)
+                answer = self._parse(response)
+                if answer.outcome == "answer":
+                    self.breaker.success()
+                else:
+                    self._failed(answer.detail, image_id)
+                return answer
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
                 raise _Fatal(ConfigError(
-                    f"{self.endpoint}: {type(exc).__name__} ({redact(str(exc), self._secrets)}); check "
+                    f"{self.endpoint}: {type(exc).__name__} ({self.secrets.redact(str(exc))}); check "
                     f"OPENAI_API_KEY, OPENAI_BASE_URL / describe.base_url and describe.model={self.model!r}"
                 )) from None
             except (openai.APIConnectionError, openai.APIStatusError) as exc:  # timeouts are connection errors
                 status = getattr(exc, "status_code", None)
                 transient = status is None or status in _RETRY_STATUS or status >= 500
-                detail = redact(f"{type(exc).__name__} {status or ''}: {exc}", self._secrets)
-                if not transient or attempt == self.cfg.max_retries:
+                detail = self.secrets.redact(f"{type(exc).__name__}{f' {status}' if status else ''}: {exc}")
+                giving_up = not transient or attempt == self.cfg.max_retries
+                if status != 429 or giving_up:  # a retried 429 is pacing, not failing
+                    self._failed(detail, image_id)
+                if giving_up:
                     log.warning("image %s: giving up after %d attempt(s): %s", image_id, attempt + 1, detail)
                     return _Answer(outcome="error", detail=detail)
+                self.budget.settle(reservation, None)
+                reservation = None
+                if self.breaker.is_open:
+                    return _Answer(outcome="circuit_open", detail=detail)
                 delay = self._backoff(attempt, exc)
                 log.info("image %s: %s; retry %d/%d in %.2fs", image_id, detail, attempt + 1,
                          self.cfg.max_retries, delay)
-                self.budget.settle(reservation, None)
-                reservation = None
-                time.sleep(delay)
+                if self.breaker.wait(delay):  # woken early when another worker opens the breaker
+                    return _Answer(outcome="circuit_open", detail=detail)
             except (ValueError, openai.APIResponseValidationError) as exc:  # body is not chat-completions JSON
-                return _Answer(outcome="malformed", detail=f"malformed response ({type(exc).__name__})")
+                detail = f"malformed response ({type(exc).__name__})"
+                self._failed(detail, image_id)
+                return _Answer(outcome="malformed", detail=detail)
             finally:
                 if reservation is not None:
                     self.budget.settle(reservation, cost)
         raise AssertionError("unreachable: the last attempt returns")
+
+    def _failed(self, detail: str, image_id: str) -> None:
+        """Count a failed attempt; the one that opens the breaker says so, once."""
+        if self.breaker.failure(detail, self._stats.requests):
+            log.warning("circuit breaker open: %d failed attempt(s) in a row at %s (image %s, last: %s); no "
+                        "further requests, the remaining images get the template (reason circuit_open)",
+                        self.breaker.threshold, self.endpoint, image_id, detail)
 
     def _charge(self, response: Any) -> float | None:
         usage = getattr(response, "usage", None)

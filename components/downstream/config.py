@@ -90,6 +90,8 @@ class DownstreamConfig:
     threshold: float = 0.5              # segment: sigmoid threshold of the predicted mask
     register: bool = True               # register the best model of each architecture (alias challenger)
     progress: bool = True
+    ray_address: str = ""               # "" with workers 0: trainings one after another in this process
+    workers: int = 0                    # > 0: that many Ray workers (one GPU each when the cluster has GPUs)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Resolved:
     threshold: float
     register: bool
     progress: bool
+    ray_address: str = ""
+    workers: int = 0
 
     def epochs_for(self, arch: str) -> int:
         return int(self.epochs.get(arch, self.epochs.get("default", 1)))
@@ -163,7 +167,8 @@ def resolve(cfg: DownstreamConfig, task: str) -> Resolved:
         weight_decay=float(cfg.weight_decay), epochs=epochs, max_train_images=int(pick("max_train_images")),
         pretrained=str(pick("pretrained") or ""), seed=int(cfg.seed), device=cfg.device, amp=bool(cfg.amp),
         num_workers=int(pick("num_workers")), pin_memory=bool(pick("pin_memory")), threshold=float(cfg.threshold),
-        register=bool(cfg.register), progress=bool(cfg.progress),
+        register=bool(cfg.register), progress=bool(cfg.progress), ray_address=cfg.ray_address,
+        workers=int(cfg.workers),
     )
     _check(resolved)
     return resolved
@@ -186,6 +191,8 @@ def _check(r: Resolved) -> None:
         raise ConfigError(f"{where}.epochs={r.epochs}: every architecture needs at least one epoch")
     if r.max_train_images < 0:
         raise ConfigError(f"{where}.max_train_images={r.max_train_images}: use 0 (whole fold) or a positive cap")
+    if r.workers < 0:
+        raise ConfigError(f"{where}.workers={r.workers}: use 0 (in this process) or a number of Ray workers")
     if not 0.0 < r.threshold < 1.0:
         raise ConfigError(f"{where}.threshold={r.threshold}: use a value strictly between 0 and 1")
 

@@ -25,18 +25,15 @@ from typing import Any, Iterator
 
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 import components
 from components import atomic
 from components.data import manifest
-from components.data.transforms import build_transforms
-from components.device import resolve_device
 from components.downstream import cv, plots
 from components.downstream.config import Resolved
 from components.downstream.results import ResultStore, current_rows, summarise, summed_confusion
 from components.downstream.tasks import Evaluation, better
-from components.downstream.training import TrainSettings
+from components.downstream.cv_jobs import CVJob, Executor, JobResult, JobRunner
 from components.errors import DataError
 from components.hashing import dvc_md5
 from components.images import save_figure
@@ -45,23 +42,7 @@ from components.progress import progress_bar
 log = logging.getLogger(__name__)
 
 EXTERNAL_STAMP = "import.json"
-CACHE_EVAL_MAX_SIZE = 256   # evaluation images are kept in memory up to this side length
 
-
-class CachedDataset(Dataset):
-    """Keeps the items of a deterministic (evaluation) dataset after their first load."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-        self._items: dict[int, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        if i not in self._items:
-            self._items[i] = self.dataset[i]
-        return self._items[i]
 
 
 def load_external(cfg: Resolved, categories: list[str], needs_masks: bool) -> tuple[pd.DataFrame | None, str]:
@@ -132,10 +113,10 @@ def read_checkpoint_meta(path: Path) -> dict | None:
     return json.loads(side.read_text()) if side.is_file() else None
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict) -> None:
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict) -> None:
     """State dict + metadata (torch file) and the metadata alone as a JSON sidecar, both atomic."""
     with atomic.atomic_path(path) as tmp:
-        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+        torch.save({"meta": meta, "state_dict": state_dict}, tmp)
     atomic.write_json(path.with_suffix(".json"), meta)
 
 
@@ -210,17 +191,16 @@ class _Run:
     inputs: CVInputs
     callbacks: CVCallbacks
     store: ResultStore
-    device: torch.device
-    eval_tf: Any
-    eval_sets: dict[str, Dataset]
+    execute: Executor
     counts: dict[str, int]
 
-    def cache(self, ds: Dataset) -> Dataset:
-        return CachedDataset(ds) if self.cfg.image_size <= CACHE_EVAL_MAX_SIZE else ds
 
+def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None, executor: Executor | None = None) -> dict:
+    """Run (or resume) the whole protocol for `task` under `cfg`; returns the summary written to metrics.
 
-def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None) -> dict:
-    """Run (or resume) the whole protocol for `task` under `cfg`; returns the summary written to metrics."""
+    `executor` runs the trainings (default: one after another in this process); the runner records each result
+    in job order, so the tables do not depend on where or how many jobs ran at once.
+    """
     started = time.perf_counter()
     callbacks = callbacks or CVCallbacks()
     inputs = read_inputs(task, cfg)
@@ -228,7 +208,9 @@ def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None) -> dict:
         log.info(inputs.external_note)
     callbacks.started(inputs.external_note)
     fingerprints = _fingerprints(cfg, inputs)
-    run = _prepare_run(task, cfg, inputs, callbacks)
+    run = _Run(task=task, cfg=cfg, inputs=inputs, callbacks=callbacks,
+               store=ResultStore(Path(cfg.out_dir) / "results.csv"),
+               execute=executor or JobRunner(cfg.device).map, counts={"trained": 0, "skipped": 0})
     folds = cv.stratified_folds(inputs.real_train["category"], cfg.n_folds, cfg.seed)
     total = len(cfg.architectures) * cfg.n_folds * len(cfg.train_sets)
     with progress_bar(total=total, desc=f"{task.name} CV", disable=not cfg.progress, unit="model") as bar:
@@ -284,45 +266,45 @@ def _fingerprints(cfg: Resolved, inputs: CVInputs) -> dict[str, str]:
     return {arch: cfg.fingerprint(arch, data_hashes) for arch in cfg.architectures}
 
 
-def _prepare_run(task, cfg: Resolved, inputs: CVInputs, callbacks: CVCallbacks) -> _Run:
-    """Result store, device and the evaluation sets every fold shares (real test split, external set)."""
-    eval_tf = build_transforms(task.transform_kind, cfg.image_size, train=False)
-    run = _Run(task=task, cfg=cfg, inputs=inputs, callbacks=callbacks,
-               store=ResultStore(Path(cfg.out_dir) / "results.csv"), device=resolve_device(cfg.device),
-               eval_tf=eval_tf, eval_sets={}, counts={"trained": 0, "skipped": 0})
-    run.eval_sets["test"] = run.cache(cv.make_eval_dataset(inputs.real_test, eval_tf, inputs.categories,
-                                                           "real test split", task.needs_masks))
-    if inputs.external is not None:
-        run.eval_sets["external"] = run.cache(cv.make_eval_dataset(inputs.external, eval_tf, inputs.categories,
-                                                                   "external set", task.needs_masks))
-    return run
-
-
 def _run_architecture(run: _Run, arch: str, fp: str, folds, bar) -> None:
     """Every pending fold × training set of one architecture, its summary and its best checkpoint."""
-    cfg, inputs = run.cfg, run.inputs
-    with run.callbacks.architecture(arch, fp, cfg.epochs_for(arch)):
-        for fold, (tr_idx, va_idx) in enumerate(folds):
-            pending = [s for s in cfg.train_sets if not run.store.done(fp, arch, s, fold, inputs.eval_names)]
-            skipped = len(cfg.train_sets) - len(pending)
-            bar.update(skipped)
-            run.counts["skipped"] += skipped
-            if not pending:
-                continue
-            fold_train = cv.cap_stratified(inputs.real_train.iloc[tr_idx], cfg.max_train_images, cfg.seed + fold)
-            sets = cv.build_training_sets(fold_train, inputs.pool, pending, cfg.seed + fold, where=f"fold {fold}")
-            val_ds = run.cache(cv.make_eval_dataset(inputs.real_train.iloc[va_idx], run.eval_tf, inputs.categories,
-                                                    f"fold {fold} held-out", run.task.needs_masks))
-            eval_sets = {"val": val_ds, **run.eval_sets}
-            for train_set in pending:
-                _train_one(run, arch, fp, fold, train_set, sets, eval_sets)
-                run.counts["trained"] += 1
-                bar.update(1)
+    jobs = list(_pending_jobs(run, arch, fp, folds, bar))
+    with run.callbacks.architecture(arch, fp, run.cfg.epochs_for(arch)):
+        for result in run.execute(jobs):
+            _record(run, result)
+            run.counts["trained"] += 1
+            bar.update(1)
         rows = current_rows(run.store.df, {arch: fp})
         run.callbacks.architecture_done(arch, _summary_metrics(run, arch, rows), _summary_figures(run, arch, rows))
-        best = best_checkpoint(run.task, cfg, arch, fp)
+        best = best_checkpoint(run.task, run.cfg, arch, fp)
         if best is not None:
             run.callbacks.best_model(arch, fp, *best)
+
+
+def _pending_jobs(run: _Run, arch: str, fp: str, folds, bar) -> Iterator[CVJob]:
+    """The trainings of `arch` not yet recorded under its fingerprint, fold by fold (recorded ones are counted)."""
+    cfg, inputs = run.cfg, run.inputs
+    shared = {"test": inputs.real_test, **({"external": inputs.external} if inputs.external is not None else {})}
+    for fold, (tr_idx, va_idx) in enumerate(folds):
+        pending = [s for s in cfg.train_sets if not run.store.done(fp, arch, s, fold, inputs.eval_names)]
+        skipped = len(cfg.train_sets) - len(pending)
+        bar.update(skipped)
+        run.counts["skipped"] += skipped
+        if not pending:
+            continue
+        fold_train = cv.cap_stratified(inputs.real_train.iloc[tr_idx], cfg.max_train_images, cfg.seed + fold)
+        sets = cv.build_training_sets(fold_train, inputs.pool, pending, cfg.seed + fold, where=f"fold {fold}")
+        eval_frames = {"val": inputs.real_train.iloc[va_idx], **shared}
+        eval_keys = {"val": f"val:{fold}", **{name: f"shared:{name}" for name in shared}}
+        for train_set in pending:
+            frame = sets.frames[train_set]
+            n_real = int((frame["source"] == "real").sum())
+            info = {"n_train": len(frame), "n_train_real": n_real, "n_train_synthetic": len(frame) - n_real,
+                    "n_train_unique": sets.synthetic_unique.get(train_set, len(frame)),
+                    "resampled_classes": ",".join(sets.resampled_classes.get(train_set, [])),
+                    "epochs": cfg.epochs_for(arch)}
+            yield CVJob(run.task, cfg, arch, fp, fold, train_set, frame, eval_frames, eval_keys,
+                        inputs.categories, info)
 
 
 def _result(run: _Run, fingerprints: dict[str, str], started: float) -> dict:
@@ -340,65 +322,37 @@ def _result(run: _Run, fingerprints: dict[str, str], started: float) -> dict:
     }
 
 
-def _train_one(run: _Run, arch: str, fp: str, fold: int, train_set: str, sets: cv.TrainingSets,
-               eval_sets: dict[str, Dataset]) -> None:
-    """Train one model, evaluate it on every evaluation set, keep it if best, then record its rows."""
-    task, cfg, categories = run.task, run.cfg, run.inputs.categories
-    frame = sets.frames[train_set]
-    n_real = int((frame["source"] == "real").sum())
-    settings, eval_settings = _settings(cfg, run.device, arch, fold, train_set)
-    train_tf = build_transforms(task.transform_kind, cfg.image_size, train=True, seed=cfg.seed + fold)
-    info = {"n_train": len(frame), "n_train_real": n_real, "n_train_synthetic": len(frame) - n_real,
-            "n_train_unique": sets.synthetic_unique.get(train_set, len(frame)),
-            "resampled_classes": ",".join(sets.resampled_classes.get(train_set, [])),
-            "epochs": settings.epochs}
-    with run.callbacks.training(arch, fold, train_set, fp, info) as run_id:
-        torch.manual_seed(cfg.seed + fold)  # same initial weights for the three training sets of a fold
-        model = task.create(arch, cfg, len(categories))
-        history = task.train(model, cv.make_dataset(frame, train_tf, categories, require_mask=task.needs_masks),
-                             settings)
-        run.callbacks.trained(list(history["loss_history"]), history["train_seconds"])
-        rows, evaluations = [], {}
-        for name, ds in eval_sets.items():
-            t0 = time.perf_counter()
-            ev = evaluations[name] = task.evaluate(model, ds, eval_settings, cfg, len(categories))
-            run.callbacks.evaluated(name, ev, categories, arch, train_set, fold)
-            rows.append({"fingerprint": fp, "task": task.name, "arch": arch, "train_set": train_set, "fold": fold,
-                         "eval_set": name, **info, "n_eval": len(ds), "image_size": cfg.image_size,
-                         "train_seconds": round(history["train_seconds"], 2),
-                         "eval_seconds": round(time.perf_counter() - t0, 2), "run_id": run_id,
-                         **ev.scores, **ev.arrays})
-        _keep_if_best(run, model, arch, fp, fold, train_set, evaluations, run_id)
-        run.store.add(rows)  # recorded last: a crash before this line reruns the training
+def _record(run: _Run, result: JobResult) -> None:
+    """Report one finished training, keep its checkpoint if best, then record its rows (last: a crash before
+    that line reruns the training)."""
+    job, task, cfg = result.job, run.task, run.cfg
+    with run.callbacks.training(job.arch, job.fold, job.train_set, job.fingerprint, job.info) as run_id:
+        run.callbacks.trained(result.losses, result.train_seconds)
+        rows = []
+        for name, ev in result.evaluations.items():
+            run.callbacks.evaluated(name, ev, job.categories, job.arch, job.train_set, job.fold)
+            rows.append({"fingerprint": job.fingerprint, "task": task.name, "arch": job.arch,
+                         "train_set": job.train_set, "fold": job.fold, "eval_set": name, **job.info,
+                         "n_eval": result.n_eval[name], "image_size": cfg.image_size,
+                         "train_seconds": round(result.train_seconds, 2), "eval_seconds": result.eval_seconds[name],
+                         "run_id": run_id, **ev.scores, **ev.arrays})
+        _keep_if_best(run, result, run_id)
+        run.store.add(rows)
 
 
-def _settings(cfg: Resolved, device: torch.device, arch: str, fold: int,
-              train_set: str) -> tuple[TrainSettings, TrainSettings]:
-    """Training and evaluation settings of one training."""
-    pin = cfg.pin_memory and device.type == "cuda"
-    train = TrainSettings(
-        epochs=cfg.epochs_for(arch), batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        lr_schedule=cfg.lr_schedule, device=str(device), amp=cfg.amp, num_workers=cfg.num_workers,
-        pin_memory=pin, seed=cfg.seed + fold, progress=cfg.progress, desc=f"{arch} fold {fold} {train_set}")
-    evaluate = TrainSettings(batch_size=cfg.eval_batch_size, device=str(device), amp=cfg.amp,
-                             num_workers=cfg.num_workers, pin_memory=pin)
-    return train, evaluate
-
-
-def _keep_if_best(run: _Run, model: torch.nn.Module, arch: str, fp: str, fold: int, train_set: str,
-                  evaluations: dict[str, Evaluation], run_id: str) -> None:
-    """Save the model as the (arch, training set) checkpoint when its held-out fold score beats the kept one."""
-    task, cfg = run.task, run.cfg
-    primary = evaluations["val"].scores[task.primary_metric]
-    path = checkpoint_path(cfg.out_dir, arch, train_set)
+def _keep_if_best(run: _Run, result: JobResult, run_id: str) -> None:
+    """Save the weights as the (arch, training set) checkpoint when the held-out fold score beats the kept one."""
+    job, task = result.job, run.task
+    primary = result.evaluations["val"].scores[task.primary_metric]
+    path = checkpoint_path(run.cfg.out_dir, job.arch, job.train_set)
     old = read_checkpoint_meta(path)
-    old_score = old["val_score"] if old and old.get("fingerprint") == fp and path.is_file() else None
+    old_score = old["val_score"] if old and old.get("fingerprint") == job.fingerprint and path.is_file() else None
     if better(task.primary_metric, primary, old_score):
-        meta = {"task": task.name, "arch": arch, "train_set": train_set, "fold": fold, "fingerprint": fp,
-                "num_classes": len(run.inputs.categories), "categories": run.inputs.categories,
-                "image_size": cfg.image_size, "metric": task.primary_metric, "val_score": primary,
-                "test_score": evaluations["test"].scores[task.primary_metric], "run_id": run_id}
-        save_checkpoint(path, model.cpu(), meta)
+        meta = {"task": task.name, "arch": job.arch, "train_set": job.train_set, "fold": job.fold,
+                "fingerprint": job.fingerprint, "num_classes": len(job.categories), "categories": job.categories,
+                "image_size": run.cfg.image_size, "metric": task.primary_metric, "val_score": primary,
+                "test_score": result.evaluations["test"].scores[task.primary_metric], "run_id": run_id}
+        save_checkpoint(path, result.state_dict, meta)
 
 
 def _summary_metrics(run: _Run, arch: str, rows: pd.DataFrame) -> dict[str, float]:

@@ -33,8 +33,13 @@ def run_tracked_cv(task, cfg: Resolved) -> dict:
     inputs = {"real": cfg.real_dir}
     if uses_synthetic(cfg):
         inputs["synthetic"] = cfg.synthetic_dir
+    executor = None
+    if cfg.workers > 0 or cfg.ray_address:
+        from components.distributed.cv_workers import RayCVExecutor
+
+        executor = RayCVExecutor(cfg.ray_address, cfg.workers, cfg.device)
     with stage_run(task.name, params=cfg.as_dict(), inputs=inputs):
-        result = run_cv(task, cfg, MlflowCVCallbacks(task, cfg))
+        result = run_cv(task, cfg, MlflowCVCallbacks(task, cfg), executor)
     log.info("%s: %d trainings run, %d resumed from %s in %.0f s", task.name, result["trainings_run"],
              result["trainings_skipped"], result["results_csv"], result["seconds"])
     return result

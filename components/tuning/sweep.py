@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from components.tuning.cluster import connect, trial_resources
+from components.distributed.cluster import connect, trial_resources
 from components.tuning.config import TuneConfig
 from components.tuning.objectives import OBJECTIVES, TrialFn
 from components.tuning.reporting import NullTrialTracker, TrialInfo, TrialTracker
