@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "b": ("benchmarks.bench_synthesis", "synthesis throughput"),
     "c": ("benchmarks.bench_downstream", "downstream training throughput"),
     "d": ("benchmarks.bench_scaling", "fine-tune scaling"),
+    "e": ("benchmarks.bench_ray_synthesis", "synthesis on Ray"),
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = """# Benchmark results
@@ -60,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="base-model preset (default: tiny)")
-    p.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument("--only", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller settings (~2 min on CPU)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to append to")
     p.add_argument("--json-dir", type=Path, default=None, help="raw JSON folder (default: <out folder>/results)")

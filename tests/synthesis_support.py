@@ -29,3 +29,30 @@ class SeededPairs:
                 mask[:] = 0
             out.append((image, mask))
         return out
+
+
+class DyingOnce:
+    """Generator loader for Ray workers: the loaded generator's process dies (os._exit) on its `at_call`-th
+    generate call, once per `marker` file, as a killed worker would."""
+
+    def __init__(self, load, marker: str, at_call: int = 1):
+        self.load, self.marker, self.at_call = load, marker, at_call
+
+    def __call__(self):
+        return _Dying(self.load(), self.marker, self.at_call)
+
+
+class _Dying:
+    def __init__(self, inner, marker: str, at_call: int):
+        self.inner, self.marker, self.at_call, self.calls = inner, marker, at_call, 0
+        self.version = inner.version
+
+    def generate(self, *args, **kwargs):
+        import os
+        from pathlib import Path
+
+        self.calls += 1
+        if self.calls == self.at_call and not Path(self.marker).exists():
+            Path(self.marker).write_text("died")
+            os._exit(1)
+        return self.inner.generate(*args, **kwargs)

@@ -62,12 +62,16 @@ def test_rerun_skips_exactly_the_finished_samples(tmp_path):
     again = SeededPairs()
     summary = write_samples(plan, again, tmp_path, SETTINGS, FILT, progress=False)
     assert again.calls == [] and summary.n_skipped == 6
-    # lose one record, corrupt one image: exactly those two are regenerated
+    # lose one record, corrupt one image: exactly their batches (units of 2 by plan index) are regenerated,
+    # whole, so the pairs are those of an uninterrupted run; the batch-mates are rewritten with the same bytes
+    kept = {i: (tmp_path / "images" / f"{plan[i].sample_id}.png").read_bytes() for i in (0, 5)}
     (tmp_path / "records" / f"{plan[1].sample_id}.json").unlink()
     (tmp_path / "images" / f"{plan[4].sample_id}.png").write_bytes(b"not a png")
     third = SeededPairs()
     summary = write_samples(plan, third, tmp_path, SETTINGS, FILT, progress=False)
-    assert _seeds(third) == [11, 14] and summary.n_skipped == 4
+    assert _seeds(third) == [10, 11, 14, 15] and summary.n_skipped == 2
+    assert third.calls == [[10, 11], [14, 15]]
+    assert {i: (tmp_path / "images" / f"{plan[i].sample_id}.png").read_bytes() for i in (0, 5)} == kept
     assemble(tmp_path, plan)
     # a changed generation setting invalidates every record
     fourth = SeededPairs()
@@ -111,7 +115,7 @@ def test_kill_inside_a_png_write_leaves_neither_temp_nor_partial_png(tmp_path, m
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == [f"{plan[0].sample_id}.json"]
     resumed = SeededPairs()
     write_samples(plan, resumed, tmp_path, SETTINGS, FILT, progress=False)
-    assert _seeds(resumed) == [11, 12]
+    assert resumed.calls == [[10, 11], [12]]   # sample 1's unfinished batch again, whole, then the last one
 
 
 def test_rejected_pairs_are_retried_with_the_next_seed_and_recorded(tmp_path):

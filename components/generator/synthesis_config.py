@@ -33,11 +33,15 @@ class SynthesizeConfig:
     max_area_fraction: float = 0.9
     full_frame_fraction: float = 0.99
     max_components: int = 3
+    pair_filter: bool = True           # false: accept every pair (plumbing runs with random weights)
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     dtype: str = "auto"                # auto | float32 | float16 | bfloat16
     compile: bool = False              # torch.compile the UNet (after the LoRA is fused)
     channels_last: bool = True         # channels_last UNet and VAE decode on CUDA (ignored on CPU)
     validate: bool = True
+    ray_address: str = ""              # "" with workers 0: in this process; auto / host:port: a Ray cluster
+    workers: int = 0                   # > 0: that many Ray actors, each loading the generator once
+    cpus_per_worker: int = 1           # CPUs (torch threads) per actor on a cluster without GPUs
     progress: bool = True
     metrics_file: str = "metrics/synthesize.json"
     grid_file: str = "reports/synthesize/pairs_grid.png"  # Fig.-2-style grid (also logged to MLflow)
@@ -49,6 +53,9 @@ class SynthesizeConfig:
                 raise ConfigError(f"synthesize.{key}: {value!r}; use a whole number >= 1")
         if self.resolution < 0:
             raise ConfigError(f"synthesize.resolution: {self.resolution}; use 0 (the generator's size) or a size in px")
+        if self.workers < 0 or self.cpus_per_worker < 1:
+            raise ConfigError(f"synthesize.workers={self.workers}, cpus_per_worker={self.cpus_per_worker}: use "
+                              f"workers >= 0 (0: in this process) and cpus_per_worker >= 1")
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"synthesize.categories: {self.categories} names a class twice; list each once")
 
@@ -59,4 +66,5 @@ class SynthesizeConfig:
 
     def filter(self) -> FilterConfig:
         return FilterConfig(min_area_fraction=self.min_area_fraction, max_area_fraction=self.max_area_fraction,
-                            full_frame_fraction=self.full_frame_fraction, max_components=self.max_components)
+                            full_frame_fraction=self.full_frame_fraction, max_components=self.max_components,
+                            enabled=self.pair_filter)

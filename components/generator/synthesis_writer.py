@@ -6,9 +6,11 @@ Layout of the output folder:
   manifest.csv                                  assembled from the records at the end (atomic)
   rejections.csv                                every rejected attempt with its reason (atomic)
 
-A sample is finished when its record exists, was written for exactly the same generation spec (prompt, seed,
+The plan is cut into fixed batches ("units") by plan index; a unit is always generated whole (its rejected samples
+retried within it), so a pair depends only on the plan, never on how many workers ran or where a run stopped. A
+sample is finished when its record exists, was written for exactly the same generation spec (prompt, seed,
 steps, guidance, resolution, threshold, filter, attempts, generator version) and, if accepted, its PNGs still
-hash to the recorded md5. A rerun generates only the unfinished samples. Each file is written through
+hash to the recorded md5. A rerun generates only the units with an unfinished sample. Each file is written through
 components.atomic, so an interruption never leaves a half-written PNG, record or manifest; the manifest of an
 earlier run is removed before any sample is regenerated, so no manifest ever describes files it did not see.
 """
@@ -17,10 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -132,88 +133,132 @@ def _check_output(pair, sample: PlannedSample) -> tuple[np.ndarray, np.ndarray]:
     return image, mask.astype(np.uint8)
 
 
-def _write_sample(out_dir: Path, spec: dict, image: np.ndarray, mask: np.ndarray, attempt: int, seed: int,
-                  rejections: list[dict], seconds: float, verdict) -> None:
+@dataclass
+class Outcome:
+    """What generating one planned sample produced: the accepted pair (or None) and its rejected attempts."""
+    sample_id: str
+    image: np.ndarray | None
+    mask: np.ndarray | None
+    attempt: int
+    seed: int
+    rejections: list[dict]
+    seconds: float
+    area_fraction: float = 0.0
+    components: int = 0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A fixed slice of the plan (by plan index): the batch every run generates together, wherever it runs."""
+    index: int
+    samples: tuple[PlannedSample, ...]
+
+
+Executor = Callable[[Sequence[Unit]], Iterator[list[Outcome]]]
+
+
+def plan_units(plan: Sequence[PlannedSample], batch_size: int) -> list[Unit]:
+    """The plan cut into consecutive batches of `batch_size` by plan index."""
+    return [Unit(i // batch_size, tuple(plan[i:i + batch_size])) for i in range(0, len(plan), batch_size)]
+
+
+def generate_unit(generator: PairGenerator, unit: Unit, settings: GenerationSettings,
+                  filt: FilterConfig) -> list[Outcome]:
+    """Generate one unit: the whole batch first, then its rejected samples again with their next attempt seeds
+    (in plan order) until accepted or out of attempts. Nothing is written; the outcome depends on the unit only."""
+    todo = [(s, 0) for s in unit.samples]
+    history: dict[str, list[dict]] = {s.sample_id: [] for s in unit.samples}
+    seconds: dict[str, float] = {s.sample_id: 0.0 for s in unit.samples}
+    outcomes: dict[str, Outcome] = {}
+    size = settings.resolution or None
+    while todo:
+        t0 = time.perf_counter()
+        pairs = generator.generate(
+            [s.prompt for s, _ in todo], [s.seed_for(a) for s, a in todo],
+            num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+            height=size, width=size, batch_size=len(todo), mask_threshold=settings.mask_threshold, progress=False)
+        if len(pairs) != len(todo):
+            raise ModelError(f"generator returned {len(pairs)} pairs for a batch of {len(todo)}")
+        dt = (time.perf_counter() - t0) / len(todo)
+        retry = []
+        for (sample, attempt), pair in zip(todo, pairs):
+            sid, seed = sample.sample_id, sample.seed_for(attempt)
+            seconds[sid] += dt
+            image, mask = _check_output(pair, sample)
+            verdict = check_mask(mask, filt)
+            if verdict.accepted:
+                outcomes[sid] = Outcome(sid, image, mask, attempt, seed, history[sid], seconds[sid],
+                                        verdict.area_fraction, verdict.components)
+                continue
+            history[sid].append({"attempt": attempt, "seed": seed, "reason": verdict.reason,
+                                 "area_fraction": verdict.area_fraction, "components": verdict.components})
+            if attempt + 1 < settings.max_attempts:
+                retry.append((sample, attempt + 1))
+            else:
+                outcomes[sid] = Outcome(sid, None, None, attempt, seed, history[sid], seconds[sid])
+        todo = retry
+    return [outcomes[s.sample_id] for s in unit.samples]
+
+
+def write_outcome(out_dir: Path, spec: dict, outcome: Outcome) -> None:
+    """Commit one sample: its PNGs then its record (the record's presence marks it finished), all atomic."""
     p = paths_of(out_dir, spec["sample_id"])
-    atomic.write_png(p["image"], Image.fromarray(image, "RGB"))
-    atomic.write_png(p["mask"], Image.fromarray(mask * 255, "L"))
+    if outcome.image is None:
+        for kind in ("image", "mask"):
+            p[kind].unlink(missing_ok=True)
+        atomic.write_json(p["record"], {"spec": spec, "status": "rejected", "rejections": outcome.rejections,
+                                        "attempts": len(outcome.rejections), "generation_seconds": outcome.seconds})
+        return
+    atomic.write_png(p["image"], Image.fromarray(outcome.image, "RGB"))
+    atomic.write_png(p["mask"], Image.fromarray(outcome.mask * 255, "L"))
     record = {
-        "spec": spec, "status": "accepted", "attempt": attempt, "seed_used": seed,
-        "width": int(image.shape[1]), "height": int(image.shape[0]),
+        "spec": spec, "status": "accepted", "attempt": outcome.attempt, "seed_used": outcome.seed,
+        "width": int(outcome.image.shape[1]), "height": int(outcome.image.shape[0]),
         "image_md5": file_digest(p["image"]), "mask_md5": file_digest(p["mask"]),
-        "area_fraction": verdict.area_fraction, "components": verdict.components,
-        "compactness": compactness(mask), "rejections": rejections,
-        "attempts": attempt + 1, "generation_seconds": seconds,
+        "area_fraction": outcome.area_fraction, "components": outcome.components,
+        "compactness": compactness(outcome.mask), "rejections": outcome.rejections,
+        "attempts": outcome.attempt + 1, "generation_seconds": outcome.seconds,
     }
     atomic.write_json(p["record"], record)
 
 
-def _write_rejected(out_dir: Path, spec: dict, rejections: list[dict], seconds: float) -> None:
-    p = paths_of(out_dir, spec["sample_id"])
-    for kind in ("image", "mask"):
-        p[kind].unlink(missing_ok=True)
-    atomic.write_json(p["record"], {"spec": spec, "status": "rejected", "rejections": rejections,
-                                    "attempts": len(rejections), "generation_seconds": seconds})
-
-
-def write_samples(plan: Sequence[PlannedSample], generator: PairGenerator, out_dir: str | Path,
-                  settings: GenerationSettings, filt: FilterConfig, progress: bool = True) -> WriteSummary:
-    """Generate every unfinished sample of `plan` in batches, filter, and commit each one atomically.
+def write_samples(plan: Sequence[PlannedSample], generator: PairGenerator | None, out_dir: str | Path,
+                  settings: GenerationSettings, filt: FilterConfig, progress: bool = True,
+                  executor: Executor | None = None, version: str | None = None) -> WriteSummary:
+    """Generate every unfinished unit of `plan` (fixed batches by plan index), filter, commit each sample.
 
     A rejected pair is retried with the sample's next attempt seed until `max_attempts`; a sample whose
-    attempts are all rejected is recorded as rejected (and is absent from the manifest).
+    attempts are all rejected is recorded as rejected (and is absent from the manifest). A unit with any
+    unfinished sample is generated whole, so its pairs are those of an uninterrupted run. `executor` generates
+    units elsewhere (e.g. on Ray workers, components/distributed/synthesis_workers.py; then `version` names the
+    generator they load) and hands the outcomes back to this process, the only writer; by default `generator`
+    generates them here.
     """
     out = Path(out_dir)
     if settings.max_attempts < 1 or settings.batch_size < 1:
         raise ValueError("max_attempts and batch_size must be >= 1")
-    version = str(generator.version)
+    version = str(version if version is not None else generator.version)
     specs = {s.sample_id: generation_spec(s, settings, filt, version) for s in plan}
-    pending = [s for s in plan if not is_finished(out, specs[s.sample_id])]
-    summary = WriteSummary(n_planned=len(plan), n_skipped=len(plan) - len(pending))
+    units = plan_units(plan, settings.batch_size)
+    pending = [u for u in units if not all(is_finished(out, specs[s.sample_id]) for s in u.samples)]
+    n_pending = sum(len(u.samples) for u in pending)
+    summary = WriteSummary(n_planned=len(plan), n_skipped=len(plan) - n_pending)
     if pending:
         (out / manifest.MANIFEST_NAME).unlink(missing_ok=True)
-    log.info("synthesis plan: %d samples, %d already finished, %d to generate", len(plan),
-             summary.n_skipped, len(pending))
-
-    queue: deque[tuple[PlannedSample, int]] = deque((s, 0) for s in pending)
-    history: dict[str, list[dict]] = {s.sample_id: [] for s in pending}
-    seconds: dict[str, float] = {s.sample_id: 0.0 for s in pending}
-    size = settings.resolution or None
-    bar = progress_bar(total=len(pending), desc="synthesize", unit="pair", disable=not progress)
-    try:
-        while queue:
-            batch = [queue.popleft() for _ in range(min(settings.batch_size, len(queue)))]
-            t0 = time.perf_counter()
-            outputs = generator.generate(
-                [s.prompt for s, _ in batch], [s.seed_for(a) for s, a in batch],
-                num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                height=size, width=size, batch_size=len(batch), mask_threshold=settings.mask_threshold,
-                progress=False)
-            dt = time.perf_counter() - t0
-            if len(outputs) != len(batch):
-                raise ModelError(f"generator returned {len(outputs)} pairs for a batch of {len(batch)}")
-            summary.attempts_this_run += len(batch)
-            summary.seconds_this_run += dt
-            for (sample, attempt), pair in zip(batch, outputs):
-                sid = sample.sample_id
-                seconds[sid] += dt / len(batch)
-                image, mask = _check_output(pair, sample)
-                verdict = check_mask(mask, filt)
-                seed = sample.seed_for(attempt)
-                if verdict.accepted:
-                    _write_sample(out, specs[sid], image, mask, attempt, seed, history[sid], seconds[sid], verdict)
-                    bar.update(1)
-                    continue
-                history[sid].append({"attempt": attempt, "seed": seed, "reason": verdict.reason,
-                                     "area_fraction": verdict.area_fraction, "components": verdict.components})
-                if attempt + 1 < settings.max_attempts:
-                    queue.append((sample, attempt + 1))
-                else:
-                    _write_rejected(out, specs[sid], history[sid], seconds[sid])
-                    bar.update(1)
-            bar.set_postfix(rejected=sum(len(h) for h in history.values()))
-    finally:
-        bar.close()
+    log.info("synthesis plan: %d samples in %d batches, %d already finished, %d to generate", len(plan),
+             len(units), summary.n_skipped, n_pending)
+    execute = executor or (lambda todo: (generate_unit(generator, u, settings, filt) for u in todo))
+    t0 = time.perf_counter()
+    with progress_bar(total=n_pending, desc="synthesize", unit="pair", disable=not progress) as bar:
+        rejected = 0
+        for outcomes in execute(pending):
+            for outcome in outcomes:
+                write_outcome(out, specs[outcome.sample_id], outcome)
+                summary.attempts_this_run += len(outcome.rejections) + (outcome.image is not None)
+                rejected += len(outcome.rejections)
+            bar.update(len(outcomes))
+            bar.set_postfix(rejected=rejected)
+    summary.seconds_this_run = time.perf_counter() - t0
     return _tally(out, plan, specs, summary)
 
 
