@@ -7,6 +7,7 @@ overlay beside a generated one) and the time per pair to MLflow. A rerun resumes
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from components.config import to_dict
 from components.data import manifest
 from components.data.categories import display_name
 from components.errors import ConfigError, DataError
+from components.generator.base_models import below_native
 from components.generator.synthesis_config import SynthesizeConfig
 from components.generator.synthesis_plan import build_plan, class_counts, plan_classes, real_train_split
 from components.generator.synthesis_writer import PairGenerator, WriteSummary, assemble, write_samples
@@ -43,8 +45,29 @@ def load_generator(cfg: SynthesizeConfig) -> PairGenerator:
         raise ConfigError(f"synthesize.dtype {cfg.dtype!r}: expected one of {list(_DTYPES)}")
     dtype = getattr(torch, _DTYPES[cfg.dtype]) if _DTYPES[cfg.dtype] else None
     device = None if cfg.device == "auto" else cfg.device
-    return DualGenerator.from_dirs(cfg.base_dir, cfg.vae_dir, lora_dir=cfg.lora_dir or None, device=device,
-                                   dtype=dtype, compile=cfg.compile, channels_last=cfg.channels_last)
+    generator = DualGenerator.from_dirs(cfg.base_dir, cfg.vae_dir, lora_dir=cfg.lora_dir or None, device=device,
+                                        dtype=dtype, compile=cfg.compile, channels_last=cfg.channels_last)
+    warning = below_native("synthesize.resolution", cfg.resolution or generator.resolution,
+                           generator.unet.config.sample_size, generator.factor)
+    if warning:
+        log.warning(warning + " (0 = the fine-tune resolution)")
+    return generator
+
+
+def planned_version(cfg: SynthesizeConfig) -> str:
+    """The version the configured generator folders will have, without loading the weights."""
+    from components.generator.base_models import base_identity
+    from components.generator.sampling import generator_version
+
+    return generator_version(base_identity(cfg.base_dir), cfg.vae_dir, cfg.lora_dir or None)
+
+
+def ray_executor(cfg: SynthesizeConfig):
+    """Units generated on Ray actors that each load the generator with this stage's settings."""
+    from components.distributed.synthesis_workers import RaySynthesisExecutor
+
+    return RaySynthesisExecutor(functools.partial(load_generator, cfg), cfg.generation(), cfg.filter(),
+                                planned_version(cfg), cfg.ray_address, cfg.workers, cfg.cpus_per_worker)
 
 
 def real_training_rows(cfg: SynthesizeConfig) -> pd.DataFrame:
@@ -115,11 +138,21 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
     planned = {c: sum(s.category == c for s in plan) for c in classes}
     inputs = {"real": cfg.real_dir, **({"lora": cfg.lora_dir} if cfg.lora_dir else {})}
     with stage_run("synthesize", to_dict(cfg), inputs=inputs):
-        generator = generator or load_generator(cfg)
-        mlflow.set_tags({"generator_version": str(generator.version),
-                         "synthesize.device": str(getattr(generator, "device", "unknown"))})
+        executor, version, device = None, None, "ray"
+        if generator is None and (cfg.workers > 0 or cfg.ray_address):
+            executor, version = ray_executor(cfg), planned_version(cfg)
+        else:
+            generator = generator or load_generator(cfg)
+            version, device = str(generator.version), str(getattr(generator, "device", "unknown"))
+        mlflow.set_tags({"generator_version": version, "synthesize.device": device,
+                         "synthesize.workers": str(cfg.workers)})
         log.info("planned %d pairs (%s)", len(plan), ", ".join(f"{c}={n}" for c, n in planned.items()))
-        summary = write_samples(plan, generator, cfg.out_dir, cfg.generation(), cfg.filter(), progress=cfg.progress)
+        try:
+            summary = write_samples(plan, generator, cfg.out_dir, cfg.generation(), cfg.filter(),
+                                    progress=cfg.progress, executor=executor, version=version)
+        finally:
+            if executor is not None:
+                executor.close()
         synthetic, rejections = assemble(cfg.out_dir, plan)
         validation_ok = validate(cfg, classes) if cfg.validate else None
         metrics = summary_metrics(summary, planned, validation_ok)

@@ -2,8 +2,9 @@
 
 A base model is given as
 - a diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/; what `pretrain` writes for `tiny`),
-- a folder holding `base.json` ({"base_model": <folder | hub id | preset>}) written by `pretrain` for any
-  base other than `tiny`,
+- a folder holding `base.json` ({"base_model": <folder | hub id | preset>}, for a hub id optionally with a pinned
+  "revision" (commit)) written by `pretrain` for any base other than `tiny`, and carried by the registered
+  generator for hub and preset bases,
 - a hub id of a Stable Diffusion 2.x repo (loaded with from_pretrained from the local cache; the project never
   downloads at import or test time; with HF_HUB_OFFLINE unset, from_pretrained may fetch it),
 - the preset `sd2-base-random` (built from config with random weights).
@@ -114,27 +115,49 @@ def save_base(model: BaseModel, out_dir: str | Path) -> Path:
     return out
 
 
-def write_pointer(out_dir: str | Path, base_model: str) -> Path:
-    """Write `base.json` pointing at a folder (made absolute), hub id or preset; return the folder."""
+def write_pointer(out_dir: str | Path, base_model: str, revision: str | None = None) -> Path:
+    """Write `base.json` pointing at a folder (made absolute), hub id (optionally at a pinned `revision`) or
+    preset; return the folder."""
     out = Path(out_dir)
     ref = str(Path(base_model).resolve()) if Path(base_model).is_dir() else base_model
-    atomic.write_json(out / POINTER_FILE, {"base_model": ref})
+    atomic.write_json(out / POINTER_FILE, {"base_model": ref, **({"revision": revision} if revision else {})})
     return out
 
 
+def cached_hub_revision(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit of `repo_id` (at `revision`, default main) in the local Hugging Face cache, None when it is
+    not cached there. Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "model_index.json", revision=revision)
+    if not isinstance(found, str):
+        found = try_to_load_from_cache(repo_id, "unet/config.json", revision=revision)
+    if not isinstance(found, str):
+        return None
+    parts = Path(found).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
 # ------------------------------------------------------------------------------------------------ load
-def resolve_ref(ref: str | Path) -> str:
-    """Follow `base.json` pointers (at most a few hops) to a folder, hub id or preset name."""
-    ref = str(ref)
+def resolve_pointer(ref: str | Path) -> tuple[str, str | None]:
+    """Follow `base.json` pointers (at most a few hops) to (folder, hub id or preset name; pinned hub revision
+    or None)."""
+    ref, revision = str(ref), None
     for _ in range(4):
         pointer = Path(ref) / POINTER_FILE
         if not pointer.is_file():
-            return ref
+            return ref, revision
         try:
-            ref = str(json.loads(pointer.read_text())["base_model"])
-        except (ValueError, KeyError) as exc:
+            data = json.loads(pointer.read_text())
+            ref, revision = str(data["base_model"]), data.get("revision") or None
+        except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{pointer}: unreadable base-model pointer ({exc}); {_FIX}") from None
     raise ModelError(f"{ref}: base.json pointers nest too deeply (a loop?); point base_model at a model folder")
+
+
+def resolve_ref(ref: str | Path) -> str:
+    """Follow `base.json` pointers (at most a few hops) to a folder, hub id or preset name."""
+    return resolve_pointer(ref)[0]
 
 
 def check_folder(folder: str | Path) -> None:
@@ -160,14 +183,14 @@ def load_base(ref: str | Path, device: torch.device | str | None = None,
               dtype: torch.dtype | None = None) -> BaseModel:
     """Load a base model from a folder, pointer folder, hub id or preset; modules in eval mode."""
     original = str(ref)
-    ref = resolve_ref(ref)
+    ref, revision = resolve_pointer(ref)
     if ref in presets.PRESETS:
         if presets.PRESETS.create(ref).pretrain:
             raise ModelError(f"base model {ref!r} is trained by the `pretrain` stage; load its output folder "
                              f"(models/base) instead of the preset name")
         model = build_preset(ref)
     else:
-        model = _load_diffusers(ref, original)
+        model = _load_diffusers(ref, original, revision)
     if device is not None or dtype is not None:
         model.to(device or "cpu", dtype)
     return model
@@ -176,12 +199,12 @@ def load_base(ref: str | Path, device: torch.device | str | None = None,
 def load_vae(ref: str | Path) -> AutoencoderKL:
     """Only the VAE of a base model (folder, pointer, hub id or random preset), in eval mode."""
     original = str(ref)
-    ref = resolve_ref(ref)
+    ref, revision = resolve_pointer(ref)
     if ref in presets.PRESETS:
         return load_base(ref).vae
     _check_ref(ref, original)
     try:
-        return AutoencoderKL.from_pretrained(ref, subfolder="vae").eval()
+        return AutoencoderKL.from_pretrained(ref, subfolder="vae", revision=revision).eval()
     except (OSError, ValueError) as exc:
         raise _load_error(ref, original, exc) from None
 
@@ -207,14 +230,14 @@ def _load_error(ref: str, original: str, exc: Exception) -> ModelError:
                       f"(huggingface-cli download {ref}) or point base_model at a local diffusers folder")
 
 
-def _load_diffusers(ref: str, original: str) -> BaseModel:
+def _load_diffusers(ref: str, original: str, revision: str | None = None) -> BaseModel:
     _check_ref(ref, original)
     try:
-        unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet")
-        vae = AutoencoderKL.from_pretrained(ref, subfolder="vae")
-        text_encoder = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder")
-        tokenizer = CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer")
-        noise_scheduler = DDPMScheduler.from_pretrained(ref, subfolder="scheduler")
+        unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", revision=revision)
+        vae = AutoencoderKL.from_pretrained(ref, subfolder="vae", revision=revision)
+        text_encoder = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder", revision=revision)
+        tokenizer = CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer", revision=revision)
+        noise_scheduler = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", revision=revision)
     except (OSError, ValueError) as exc:
         raise _load_error(ref, original, exc) from None
     if unet.config.in_channels != 4 or unet.config.out_channels != 4:
@@ -227,6 +250,19 @@ def _load_diffusers(ref: str, original: str) -> BaseModel:
 
 
 # -------------------------------------------------------------------------------------------- identity
+
+
+TRAIN_SHARE_OF_NATIVE = 0.5   # fine-tuning below half the base's native side (SD 2: 256 of 512 px) forgets its prior
+
+
+def below_native(key: str, resolution: int, unet_sample_size: int, factor: int, share: float = 1.0) -> str | None:
+    """A warning when `resolution` is below `share` of the base's native side (UNet sample size × VAE factor)."""
+    native = int(unet_sample_size) * int(factor)
+    floor = int(native * share)
+    if not resolution or resolution >= floor:
+        return None
+    return (f"{key}={resolution} is below {floor} px for a base made for {native} px: expect off-distribution, "
+            f"blurry samples; raise {key} to at least {floor}")
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -1,4 +1,8 @@
-"""Rejection filter for generated image-mask pairs: degenerate masks are refused with a named reason."""
+"""Rejection filter for generated image-mask pairs: degenerate masks are refused with a named reason.
+
+`enabled=False` (params.yaml `synthesize.pair_filter: false`) accepts every pair but still records its area and
+component count: for plumbing runs with random-weight models, whose masks are typically empty or full-frame.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -19,6 +23,7 @@ class FilterConfig:
     max_area_fraction: float = 0.9
     full_frame_fraction: float = 0.99
     max_components: int = 3
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_area_fraction <= self.max_area_fraction <= 1.0:
@@ -31,7 +36,12 @@ class FilterConfig:
             raise ConfigError(f"pair filter: max_components {self.max_components} must be >= 1")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The thresholds (recorded in each sample's spec); `enabled` only when off, so records written before
+        the switch existed still match and are resumed."""
+        d = asdict(self)
+        if d.pop("enabled"):
+            return d
+        return {**d, "enabled": False}
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,9 @@ def check_mask(mask: np.ndarray, cfg: FilterConfig) -> Verdict:
     """Accept or reject one binary mask (HxW, 0/1)."""
     area = area_fraction(mask)
     n = component_count(mask)
-    if area == 0.0:
+    if not cfg.enabled:
+        reason = None
+    elif area == 0.0:
         reason = "empty_mask"
     elif area >= cfg.full_frame_fraction:
         reason = "full_frame_mask"

@@ -139,15 +139,25 @@ def vae_folder(path: str | Path) -> tuple[str, str | None]:
                      f"`pretrain` stage or point quality.vae_dir at a diffusers model folder")
 
 
-def _vae_encoder(vae_dir: str, device: torch.device) -> Callable:
+def _load_vae(vae_dir: str):
+    """The AutoencoderKL of a model folder, VAE folder, pointer or random-weight preset (e.g. sd2-base-random)."""
     from diffusers import AutoencoderKL
 
+    from components.generator.base_models import load_vae, resolve_ref
+    from components.generator.presets import PRESETS
+
+    if resolve_ref(vae_dir) in PRESETS:
+        return load_vae(vae_dir)
     folder, sub = vae_folder(vae_dir)
     try:
-        vae = AutoencoderKL.from_pretrained(folder, subfolder=sub).to(device).eval()
+        return AutoencoderKL.from_pretrained(folder, subfolder=sub)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{vae_dir}: cannot load the VAE from {folder} ({exc}); run the `pretrain` stage or "
                          f"point quality.vae_dir at a local diffusers folder") from None
+
+
+def _vae_encoder(vae_dir: str, device: torch.device) -> Callable:
+    vae = _load_vae(vae_dir).to(device).eval()
     enc = vae.encoder
     extra = enc.conv_in.in_channels - 3  # a 4-channel (RGB+mask) VAE gets an all-zero mask channel
 
