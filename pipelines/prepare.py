@@ -2,10 +2,11 @@
 
     python -m pipelines.prepare [--params params.yaml] [--set source=ham10000 --set path=/data/HAM10000]
 
-Writes data/real/ (images/, masks/, manifest.csv, categories.json; built beside it and swapped in only after the
-GX suite passed), metrics/prepare.json and metrics/validation_real.json, reports/prepare/*.png, and logs params,
-class counts (numbers and a bar plot), a per-class sample grid with mask overlays, the git commit and the DVC md5
-of data/real to MLflow.
+Writes data/real/ (images/, masks/, manifest.csv, categories.json with the classes that have images, excluded.csv
+listing every file left out; built beside it and swapped in only after the GX suite passed), metrics/prepare.json
+and metrics/validation_real.json, reports/prepare/*.png, and logs params, class counts (numbers and a bar plot),
+exclusions by reason (and excluded.csv), mask repairs, a per-class sample grid with mask overlays, the git commit
+and the DVC md5 of data/real to MLflow.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from components import (
 )
 from components.config import to_dict  # noqa: E402
 from components.data import manifest  # noqa: E402
-from components.data.config import PrepareConfig  # noqa: E402
-from components.data.importers import ImportOptions, import_dataset  # noqa: E402
+from components.data.config import ImportOptions, PrepareConfig  # noqa: E402
+from components.data.exclusions import EXCLUDED_FILE, REASONS, counts_by_reason  # noqa: E402
+from components.data.importers import ImportReport, import_dataset  # noqa: E402
 from components.data.toy import TOY_ORIGIN  # noqa: E402
 from components.data.validation import ValidationFailed, validate_manifest  # noqa: E402
 from components.tracking import figures, lineage  # noqa: E402
@@ -41,7 +43,7 @@ TOY_NOTE = "procedural toy drawings for offline runs; synthetic, not medical dat
 
 
 def class_table(df: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:
-    """Images per class (rows, in configured order) and split (columns train, test, total)."""
+    """Images per class (rows, in the dataset's order) and split (columns train, test, total)."""
     table = pd.crosstab(df["category"], df["split"]).reindex(index=list(categories), columns=["train", "test"],
                                                               fill_value=0)
     table = table.fillna(0).astype(int)
@@ -93,14 +95,14 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
     metrics_dir = Path(metrics_dir)
     reports = Path(reports_dir) / "prepare"
     validation_file = metrics_dir / "validation_real.json"
-    opts = ImportOptions(size=cfg.size, categories=tuple(cfg.categories), test_fraction=cfg.test_fraction,
-                         seed=cfg.seed, require_masks=cfg.require_masks, toy_images=cfg.toy_images)
+    opts = ImportOptions.from_config(cfg)
     inputs = {"source": cfg.path} if cfg.path else {}
     with stage_run("prepare", params=to_dict(cfg), inputs=inputs):
         summaries = []
+        import_reports: list[ImportReport] = []
 
         def check(tmp: Path) -> None:
-            summary = validate_manifest(tmp, "real", cfg.categories, require_masks=cfg.require_masks)
+            summary = validate_manifest(tmp, "real", manifest.read_categories(tmp), require_masks=cfg.require_masks)
             summary.root = str(out)  # report the final location, not the temporary build folder
             atomic.write_json(validation_file, summary.to_dict())
             summaries.append(summary)
@@ -109,19 +111,23 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
 
         log.info("importing %s into %s (%d px)", cfg.source, out, cfg.size)
         try:
-            import_dataset(cfg.source, cfg.path, out, opts, check=check)
+            import_dataset(cfg.source, cfg.path, out, opts, check=check, on_report=import_reports.append)
         finally:
             if summaries:
                 log_validation(summaries[-1], validation_file.name)
-        summary = summaries[-1]
+        summary, report = summaries[-1], import_reports[-1]
 
         df = manifest.read_manifest(out)
         md5 = lineage.dvc_md5(out)
         origin = str(df["origin"].iloc[0])
+        categories = tuple(manifest.read_categories(out, df))
         mlflow.set_tags({"data.real.md5": md5, "data.origin": origin, "data.source": cfg.source,
+                         "data.categories": ",".join(categories),
+                         "data.dropped_categories": ",".join(report.dropped_categories),
                          **({"data.note": TOY_NOTE} if origin == TOY_ORIGIN else {})})
 
-        table = class_table(df, tuple(cfg.categories))
+        table = class_table(df, categories)
+        excluded = {reason: 0 for reason in REASONS} | counts_by_reason(report.excluded)
         with_mask = df["mask_path"] != ""
         areas = [float(manifest.load_mask(manifest.resolve(out, p)).mean()) for p in df.loc[with_mask, "mask_path"]]
         metrics = {
@@ -130,27 +136,38 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
             "n_test": int((df["split"] == "test").sum()),
             "n_with_mask": int(with_mask.sum()),
             "n_classes_present": int((table["total"] > 0).sum()),
+            "n_dropped_categories": len(report.dropped_categories),
             "image_size": int(cfg.size),
             "mean_lesion_area": round(float(np.mean(areas)), 5) if areas else 0.0,
             "imbalance_ratio": round(float(table["total"].max() / max(table["total"].min(), 1)), 3),
             "classes": {c: {k: int(v) for k, v in table.loc[c].items()} for c in table.index},
+            "n_excluded": len(report.excluded),
+            "excluded": excluded,
+            "n_masks_resized": report.masks_resized,
+            "n_masks_binarised": report.masks_binarised,
+            "n_masks_from_alpha": report.masks_from_alpha,
+            "n_missing_images": len(report.missing_images),
             "validation": {"success": summary.success, "n_expectations": len(summary.expectations),
                            "n_failed": len(summary.failures)},
         }
         atomic.write_json(metrics_dir / "prepare.json", metrics)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         mlflow.log_metrics({f"count_{c}": float(n) for c, n in table["total"].items()})
+        mlflow.log_metrics({f"excluded_{reason}": float(n) for reason, n in excluded.items()})
+        if (out / EXCLUDED_FILE).is_file():
+            mlflow.log_artifact(str(out / EXCLUDED_FILE), "prepare")
         mlflow.log_dict(metrics, "prepare/prepare.json")
         mlflow.log_text(table.to_csv(), "prepare/class_counts.csv")
 
         label = f"{cfg.source}: {TOY_NOTE}" if origin == TOY_ORIGIN else f"{cfg.source} ({origin})"
         figures.log_figure(class_count_figure(table, f"images per class - {label}"),
                            "prepare/class_counts.png", save_to=reports / "class_counts.png")
-        figures.log_figure(sample_grid_figure(out, df, tuple(cfg.categories), seed=cfg.seed,
+        figures.log_figure(sample_grid_figure(out, df, categories, seed=cfg.seed,
                                               title=f"samples per class with mask overlays - {label}"),
                            "prepare/samples.png", save_to=reports / "samples.png")
-        log.info("%s: %d images (%d train / %d test), md5 %s", out, metrics["n_images"], metrics["n_train"],
-                 metrics["n_test"], md5)
+        log.info("%s: %d images (%d train / %d test) of classes %s, %d file(s) excluded, md5 %s", out,
+                 metrics["n_images"], metrics["n_train"], metrics["n_test"], list(categories), len(report.excluded),
+                 md5)
     return metrics
 
 

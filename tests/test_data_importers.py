@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,8 @@ def ham_folder(root: Path, masks: bool = True) -> Path:
 def _check_dataset(out: Path, n: int, origin: str) -> pd.DataFrame:
     df = manifest.read_manifest(out)
     assert len(df) == n and set(df["origin"]) == {origin} and set(df["source"]) == {"real"}
-    assert json.loads((out / "categories.json").read_text())[0] == "akiec"
+    present = set(df["category"])
+    assert json.loads((out / "categories.json").read_text()) == [c for c in OPTS.categories if c in present]
     for row in df.to_dict("records"):
         pair = manifest.load_pair(out, row, require_mask=True)
         assert pair.image.shape == (24, 24, 3) and pair.mask.shape == (24, 24)
@@ -161,42 +163,57 @@ def test_toy_through_registry_and_rerun_replaces(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
-def _fails(tmp_path, source, src, pattern, opts=OPTS):
+def _fails(tmp_path, source, src, pattern, opts=OPTS, error=DataError):
     """The import raises DataError matching pattern; a previous out_dir survives untouched; no temp dirs."""
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     (out / "previous.txt").write_text("keep me")
-    with pytest.raises(DataError, match=pattern) as info:
+    with pytest.raises(error, match=pattern) as info:
         import_dataset(source, src, out, opts)
     assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     return str(info.value)
 
 
-def test_corrupt_image(tmp_path):
+ERROR = replace(OPTS, on_bad_image="error")
+
+
+def _excluded(out: Path) -> list[dict]:
+    return pd.read_csv(out / "excluded.csv", dtype=str, keep_default_na=False).to_dict("records")
+
+
+def test_corrupt_image_is_excluded_or_stops_the_import(tmp_path):
     src = isic_gpt_folder(tmp_path / "src")
     (src / "images" / "img3.png").write_bytes(b"this is not a png")
-    msg = _fails(tmp_path, "isic_gpt", src, r"img3\.png: cannot decode image")
-    assert "replace it" in msg
+    df = import_dataset("isic_gpt", src, tmp_path / "ok", OPTS)
+    assert len(df) == 7 and "img3" not in set(df["image_id"])
+    [row] = _excluded(tmp_path / "ok")
+    assert (row["path"], row["image_id"], row["reason"]) == ("images/img3.png", "img3", "undecodable")
+    assert row["detail"].startswith("cannot decode image (cannot identify image file")
+    msg = _fails(tmp_path, "isic_gpt", src, r"img3\.png: cannot decode image", ERROR)
+    assert msg.endswith("replace it; replace or remove the file, or set prepare.on_bad_image=exclude to leave "
+                        "such files out (listed in excluded.csv)")
 
 
 def test_truncated_image(tmp_path):
     src = isic_gpt_folder(tmp_path / "src")
     data = (src / "images" / "img4.png").read_bytes()
     (src / "images" / "img4.png").write_bytes(data[: len(data) // 2])
-    _fails(tmp_path, "isic_gpt", src, r"img4\.png: cannot decode image .*corrupt or truncated")
+    _fails(tmp_path, "isic_gpt", src, r"img4\.png: cannot decode image .*corrupt or truncated", ERROR)
+    import_dataset("isic_gpt", src, tmp_path / "ok", OPTS)
+    assert [(r["image_id"], r["reason"]) for r in _excluded(tmp_path / "ok")] == [("img4", "undecodable")]
 
 
-def test_mask_size_mismatch(tmp_path):
+def test_mask_of_another_aspect_ratio(tmp_path):
     src = isic_gpt_folder(tmp_path / "src")
     _mask(src / "masks" / "img1_mask.png", w=20, h=20)
-    _fails(tmp_path, "isic_gpt", src, r"img1_mask\.png: mask size \(20, 20\) differs .*img1\.png \(40, 30\)")
-
-
-def test_non_binary_mask(tmp_path):
-    src = isic_gpt_folder(tmp_path / "src")
-    _mask(src / "masks" / "img5_mask.png", values=(0, 128))
-    _fails(tmp_path, "isic_gpt", src, r"img5_mask\.png: mask is not binary .*threshold")
+    _fails(tmp_path, "isic_gpt", src, r"img1_mask\.png: mask size \(20, 20\) differs from its image's \(40, 30\) and "
+                                      r"has another aspect ratio, so it cannot be resized onto it", ERROR)
+    df = import_dataset("isic_gpt", src, tmp_path / "ok", OPTS)  # masks required: the image goes with its mask
+    assert "img1" not in set(df["image_id"])
+    [row] = _excluded(tmp_path / "ok")
+    assert (row["path"], row["reason"]) == ("masks/img1_mask.png", "bad_mask")
+    assert row["detail"].endswith("its image is left out too (prepare.require_masks=true)")
 
 
 def test_unknown_category(tmp_path):
@@ -237,7 +254,11 @@ def test_duplicate_row_in_metadata(tmp_path):
     src = ham_folder(tmp_path / "src")
     meta = pd.read_csv(src / "HAM10000_metadata.csv")
     pd.concat([meta, meta.iloc[[2]]]).to_csv(src / "HAM10000_metadata.csv", index=False)
-    _fails(tmp_path, "ham10000", src, r"row 18: duplicate image_id 'ISIC_0024308'")
+    assert len(import_dataset("ham10000", src, tmp_path / "ok", OPTS)) == 16  # the same row twice: one image
+    meta.loc[16] = {**meta.iloc[2].to_dict(), "dx": "nv"}
+    meta.to_csv(src / "HAM10000_metadata.csv", index=False)
+    _fails(tmp_path, "ham10000", src, r"row 18: duplicate image_id 'ISIC_0024308' with another label \(also .*"
+                                      r"HAM10000_metadata\.csv row 4\); keep one row")
 
 
 def test_missing_mask_where_required(tmp_path):

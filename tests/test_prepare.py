@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 
 from components.data import manifest
 from components.data.config import PrepareConfig
+from components.data.exclusions import REASONS
 from components.errors import DataError
 from components.hashing import dvc_md5
 from pipelines import prepare
@@ -31,7 +33,11 @@ def _env(tracking_uri: str) -> dict:
 
 
 def _small_params(repo: Path) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    """The micro configuration (every stage at 32 px, so the stages agree with prepare.size) and 60 toy images."""
+    from pipelines.workspace import deep_merge
+
+    params = deep_merge(yaml.safe_load((repo / "params.yaml").read_text()),
+                        yaml.safe_load((repo / "configs" / "micro.yaml").read_text()))
     params["prepare"].update(toy_images=60, size=32)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -70,7 +76,8 @@ def test_failed_validation_keeps_previous_data(tmp_path, monkeypatch):
     (src / "images").mkdir(parents=True)
     from PIL import Image
     for i, name in enumerate(["nevus", "melanoma", "nevus", "melanoma"]):
-        Image.new("RGB", (30, 30), (i * 40, 80, 90)).save(src / "images" / f"x{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 255, (30, 30, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(src / "images" / f"x{i}.png")
         (src / "images" / f"x{i}.json").write_text(json.dumps({"category": name}))
     with pytest.raises(DataError, match=r"x0\.png: no mask found"):
         prepare.run(PrepareConfig(source="isic_gpt", path=str(src), size=24))
@@ -106,10 +113,7 @@ def test_dvc_repro_prepare(tmp_path):
 def test_mlflow_run_prepare(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    params = (repo / "params.yaml").read_text()
-    edited = params.replace("  size: 128 ", "  size: 32 ").replace("  toy_images: 2000 ", "  toy_images: 60 ")
-    assert edited.count(" 32 ") > params.count(" 32 ") and " 60 " in edited
-    (repo / "params.yaml").write_text(edited)   # size and toy_images from params.yaml, seed from -P
+    _small_params(repo)   # size and toy_images edited in params.yaml, seed given with -P
     proc = subprocess.run(
         [str(VENV_BIN / "mlflow"), "run", ".", "-e", "prepare", "--env-manager", "local", "-P", "seed=7"],
         cwd=repo, env=_env(uri), capture_output=True, text=True, timeout=600)
@@ -128,9 +132,35 @@ def test_mlflow_run_prepare(tmp_path):
     assert manifest.read_manifest(repo / "data" / "real")["width"].eq(32).all()
 
 
-def test_params_and_mlproject_defaults_agree():
+def test_params_and_config_agree():
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["prepare"]
-    entry = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]["prepare"]["parameters"]
-    for key in ("source", "path", "size", "seed", "toy_images"):
-        assert str(entry[key]["default"]) == str(params[key]), key
     assert set(PrepareConfig.__dataclass_fields__) == set(params)
+    defaults = PrepareConfig()
+    for key, value in params.items():
+        if key not in ("categories", "include", "exclude"):
+            assert getattr(defaults, key) == value, key
+
+
+def test_real_export_exclusions_and_classes_reach_metrics_and_mlflow(tmp_path, monkeypatch):
+    from tests.real_export_fixtures import isic_archive_export
+    monkeypatch.chdir(tmp_path)
+    ids = isic_archive_export(tmp_path / "src", n=16, smeared=4, null=2)
+    metrics = prepare.run(PrepareConfig(source="isic_archive", path=str(tmp_path / "src"), size=32,
+                                        require_masks=False, seed=3))
+    counts = {c: v["total"] for c, v in metrics["classes"].items()}
+    assert list(counts) == ["mel", "nv"] and sum(counts.values()) == 10 and metrics["n_dropped_categories"] == 5
+    assert metrics["imbalance_ratio"] == round(max(counts.values()) / min(counts.values()), 3)
+    assert metrics["n_excluded"] == 6 and {k: n for k, n in metrics["excluded"].items() if n} == {
+        "unlabelled": 2, "vertical_smear": 4}
+    assert set(metrics["excluded"]) == set(REASONS)  # every reason, zeros too: stable columns in `dvc exp show`
+    assert json.loads(Path("metrics/prepare.json").read_text())["excluded"] == metrics["excluded"]
+    excluded = Path("data/real/excluded.csv").read_text().splitlines()
+    assert excluded[0] == "path,image_id,reason,detail" and len(excluded) == 7
+    assert sorted(line.split(",")[1] for line in excluded[1:]) == sorted(ids["smeared"] + ids["null"])
+    run = _runs(f"tags.stage = 'prepare' and params.path = '{tmp_path / 'src'}'")[0]
+    assert run.data.metrics["n_excluded"] == 6 and run.data.metrics["excluded_vertical_smear"] == 4
+    assert run.data.metrics["excluded_unlabelled"] == 2 and "count_df" not in run.data.metrics
+    assert run.data.tags["data.categories"] == "mel,nv"
+    assert run.data.tags["data.dropped_categories"] == "akiec,bcc,bkl,df,vasc"
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "prepare")}
+    assert "prepare/excluded.csv" in artifacts
