@@ -8,6 +8,7 @@ so every variant loads through the same public entry points a user would call.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -136,8 +137,9 @@ class ModelDirs:
     1.3 B-parameter `sd2-base-random`, whose random initialisation alone takes about a minute on a CPU).
     """
 
-    def __init__(self, preset: str, resolution: int, lora_rank: int = 4):
+    def __init__(self, preset: str, resolution: int, lora_rank: int = 4, build_device: str | None = None):
         self.preset, self.resolution, self.lora_rank = preset, resolution, lora_rank
+        self.build_device = build_device     # initialise the random weights there (CUDA: seconds, not a minute)
         self.root = Path(tempfile.mkdtemp(prefix="skindualgen-bench-"))
 
     def cleanup(self) -> None:
@@ -148,8 +150,10 @@ class ModelDirs:
         """The saved base-model folder (what `base_model` and DualGenerator.from_dirs get)."""
         from components.generator.base_models import build_preset, save_base
 
-        model = build_preset(self.preset, resolution=self.resolution if self.preset == "tiny" else None, seed=0)
-        return str(save_base(model, self.root / "base"))
+        where = torch.device(self.build_device) if self.build_device else contextlib.nullcontext()
+        with where:
+            model = build_preset(self.preset, resolution=self.resolution if self.preset == "tiny" else None, seed=0)
+        return str(save_base(model.to("cpu"), self.root / "base"))
 
     def build(self):
         """A fresh BaseModel (3-channel VAE) loaded from the saved folder, on the CPU in fp32."""
@@ -183,13 +187,15 @@ class ModelDirs:
 _SHARED: dict[tuple[str, int, int], ModelDirs] = {}
 
 
-def model_dirs(preset: str, resolution: int, lora_rank: int = 4) -> ModelDirs:
-    """ModelDirs shared by every benchmark of a run (the SD 2 folder is built and written once), removed at exit."""
+def model_dirs(preset: str, resolution: int, lora_rank: int = 4, build_device: str | None = None) -> ModelDirs:
+    """ModelDirs shared by every benchmark of a run (the SD 2 folder is built and written once), removed at exit.
+
+    build_device applies to the first call of a key (the one that creates the folders)."""
     key = (preset, resolution if preset == "tiny" else 0, lora_rank)
     if key not in _SHARED:
         if not _SHARED:
             atexit.register(cleanup_model_dirs)
-        _SHARED[key] = ModelDirs(preset, resolution, lora_rank)
+        _SHARED[key] = ModelDirs(preset, resolution, lora_rank, build_device)
     return _SHARED[key]
 
 
