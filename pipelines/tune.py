@@ -1,4 +1,5 @@
-"""Ray Tune sweep over LoRA rank × sampling settings; writes the best configuration for params.yaml / dvc exp run."""
+"""The sweep: one fine-tune per LoRA rank, then Optuna over steps × guidance on each fixed LoRA; writes the best
+configuration for params.yaml / dvc exp run."""
 from __future__ import annotations
 
 import mlflow
@@ -28,22 +29,38 @@ def dvc_exp_command(overrides: dict[str, dict]) -> str:
     return "dvc exp run " + " ".join(sets)
 
 
+def _summary(result: dict) -> str:
+    best, metric = result["best"], result["metric"]
+    se = best.get(f"{metric}_se")
+    n = best.get("n_samples")
+    spread = f" ± {se:.3g} (standard error, {int(n)} samples)" if se is not None and n else ""
+    ranks = result["ranks"]
+    return (f"# Best of {len(result['trials'])} sampling trials on {len(ranks)} LoRA rank(s), one fine-tune each, by "
+            f"{metric} ({result['mode']}): {best[metric]:.6g}{spread}; {result['within_2se_of_best']} other "
+            f"trial(s) within 2 standard errors\n")
+
+
 def run(cfg: TuneConfig) -> dict:
-    """Run or resume the sweep under one MLflow run; write best config (YAML) and all trials (JSON)."""
+    """Run or resume the sweep under one MLflow run; write best config (YAML) and all trials and ranks (JSON)."""
     with stage_run("tune", to_dict(cfg)):
-        result = run_sweep(cfg, tracker=MlflowTrialTracker.for_active_run())   # a child run per trial
+        result = run_sweep(cfg, tracker=MlflowTrialTracker.for_active_run())   # a child run per rank and trial
+        status = [r["status"] for r in result["ranks"]]
         failed = sum(t["error"] is not None for t in result["trials"])
-        mlflow.log_metrics({"trials": len(result["trials"]), "failed_trials": failed})
+        mlflow.log_metrics({"trials": len(result["trials"]), "failed_trials": failed,
+                            **{f"ranks_{s}": status.count(s) for s in ("trained", "reused", "failed")}})
         if result["best"] is None:
             atomic.write_json(cfg.metrics_out, result)
             raise SystemExit("tune: no trial finished with a finite objective; see metrics/tune.json for errors")
         overrides = best_overrides(result["best"])
         command = dvc_exp_command(overrides)
-        text = (f"# Best of {len(result['trials'])} trials by {result['metric']} ({result['mode']}): "
-                f"{result['best'][result['metric']]:.6g}\n# Apply with: {command}\n" + yaml.safe_dump(overrides))
+        text = _summary(result) + f"# Apply with: {command}\n" + yaml.safe_dump(overrides)
         atomic.write_text(cfg.best_out, text)
         atomic.write_json(cfg.metrics_out, {**result, "dvc_exp_run": command})
-        mlflow.log_metric(f"best_{result['metric']}", result["best"][result["metric"]])
+        metric = result["metric"]
+        mlflow.log_metric(f"best_{metric}", result["best"][metric])
+        if result["best"].get(f"{metric}_se") is not None:
+            mlflow.log_metric(f"best_{metric}_se", result["best"][f"{metric}_se"])
+        mlflow.log_metric("within_2se_of_best", result["within_2se_of_best"])
         mlflow.log_params({f"best.{k}": v for k, v in result["best"].items() if k not in ("error",)})
         mlflow.log_artifact(cfg.best_out)
         print(text)

@@ -97,5 +97,8 @@ def test_full_dvc_repro_then_mlflow_entry_points_and_sweep(tmp_path):
     client = MlflowClient()
     exp = client.get_experiment_by_name("skindualgen")
     sweep_run = client.search_runs([exp.experiment_id], "tags.stage = 'tune'")[0]
-    trials = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run.info.run_id}'")
-    assert len(trials) == 2 and all("fd_vae" in t.data.metrics for t in trials)
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run.info.run_id}'")
+    assert sorted(c.data.tags["tune_phase"] for c in children) == ["finetune", "sampling", "sampling"]  # rank once
+    trials = [c for c in children if c.data.tags["tune_phase"] == "sampling"]
+    assert all({"kid_vae", "kid_vae_se", "n_samples", "fd_vae"} <= set(t.data.metrics) for t in trials)
+    assert "kid_vae (min)" in (root / "metrics" / "tune_best.yaml").read_text()

@@ -1,4 +1,7 @@
-"""MLflow records of a Ray Tune sweep: one child run of the sweep run per trial.
+"""MLflow records of the sweep: one child run of the sweep run per rank fine-tune and per sampling trial.
+
+Child runs carry the tag `tune_phase` (`finetune`: a rank's training, its losses per step; `sampling`: an Optuna
+trial on that rank's fixed LoRA, its objective, the objective's standard error and the number of samples).
 
 `components.tuning` knows no tracking library; `pipelines/tune.py` passes `MlflowTrialTracker.for_active_run()`
 to `run_sweep`. The tracker holds only strings, so Ray can pickle it into every trial.
@@ -59,7 +62,7 @@ class MlflowTrialTracker:
         with mlflow.start_run(run_id=run_id, experiment_id=self.experiment_id if fresh else None,
                               run_name=info.name if fresh else None,
                               tags={"mlflow.parentRunId": self.parent_run_id, "stage": "tune-trial",
-                                    "trial_id": info.trial_id} if fresh else None) as run:
+                                    "trial_id": info.trial_id, "tune_phase": info.phase} if fresh else None) as run:
             run_file.write_text(run.info.run_id)
             mlflow.log_params(params)
             try:
@@ -67,6 +70,7 @@ class MlflowTrialTracker:
             except Exception:
                 mlflow.set_tag("trial_status", "failed")
                 raise
+            mlflow.set_tag("trial_status", "finished")   # a retried (reopened) trial that now succeeds
 
 
 def _log_metrics(metrics: dict[str, float], step: int) -> None:

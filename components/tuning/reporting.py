@@ -2,7 +2,8 @@
 
 The sweep never imports a tracking library. The caller (a pipeline) passes a `TrialTracker`; Ray pickles it into
 every trial, where `tracker.trial(info, params)` opens that trial's record and yields a `log(metrics, step)`
-callback. The objective sees one `report(metrics, step)` that logs through the tracker and then reports to Ray Tune.
+callback: the fine-tune of a rank (phase 1, a Ray task) logs its losses through it, a sampling trial (phase 2)
+sees one `report(metrics, step)` that logs through the tracker and then reports to Ray Tune.
 A tracker must therefore be picklable: an instance of a module-level class holding only plain data (URIs, ids).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Protocol
 
 MetricsLog = Callable[[dict[str, float], int], None]   # log(metrics, step)
-Report = MetricsLog                                     # what an objective's trial function calls after each epoch
+Report = MetricsLog                                     # what a sampling trial calls with its figures
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class TrialInfo:
     trial_id: str
     name: str
     trial_dir: Path     # persists across a restore of the sweep: a tracker may keep its own state here
+    phase: str = "sampling"   # "finetune" (phase 1: one per rank) or "sampling" (phase 2: Optuna trials)
 
 
 class TrialTracker(Protocol):
