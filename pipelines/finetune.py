@@ -6,6 +6,14 @@ the LoRA as safetensors, logs the generator as an MLflow pyfunc model and regist
 `skindualgen-generator` with alias `challenger`.
 
     python -m pipelines.finetune [--params params.yaml] [--set lora_rank=8 ...] [--resume latest]
+
+Data-parallel over N processes (README, "Multi-GPU fine-tuning"): every process runs this module,
+
+    accelerate launch --num_processes N -m pipelines.finetune [...]
+    torchrun --nproc_per_node N -m pipelines.finetune [...]
+
+and trains its shard of each global batch; only rank 0 clears stale checkpoints, opens the MLflow run, logs,
+saves and registers. The other ranks train without tracking and write nothing.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ from components import atomic
 from components.config import to_dict
 from components.generator import checkpoints
 from components.generator.config import FinetuneConfig
+from components.generator.distributed_training import process_rank
 from components.images import pair_grid
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
@@ -52,10 +61,14 @@ def _loss_figure(history: list[dict]):
 
 
 def run(cfg: FinetuneConfig, reports_dir: str | Path = "reports") -> dict:
-    """Fine-tune, save models/lora, log + register the generator; return the metrics written."""
+    """Fine-tune, save models/lora, log + register the generator; return the metrics written (on a rank > 0 of a
+    data-parallel launch: train only and return the trainer's metrics)."""
     from components.generator.finetune_trainer import FinetuneTrainer
 
     start = time.perf_counter()
+    if process_rank() != 0:
+        # A data-parallel worker: trains its shard; rank 0 alone owns checkpoints, outputs and the MLflow run.
+        return FinetuneTrainer(cfg, progress=False).run().metrics
     figures = Path(reports_dir) / STAGE
     if not cfg.resume and checkpoints.list_checkpoints(cfg.checkpoint_dir):
         # A fresh run owns the checkpoint folder: stale checkpoints would otherwise be resumed later.

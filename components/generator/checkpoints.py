@@ -2,8 +2,11 @@
 
 A checkpoint holds the LoRA weights (lora.safetensors), optimiser + LR-scheduler + RNG states
 (training_state.pt) and state.json (step, epoch, position in the epoch, loss history, the config it was written
-under and the sha256 of both files). Loading re-hashes the files: a truncated or altered checkpoint raises
-ModelError naming the file instead of being skipped.
+under, the global batch and number of processes, and the sha256 of both files). Step and position count global
+batches (optimiser steps), so a checkpoint written by N processes resumes under M processes or another
+gradient accumulation as long as the global batch is the same (`check_global_batch`). Data-parallel runs write
+from rank 0 only. Loading re-hashes the files: a truncated or altered checkpoint raises ModelError naming the
+file instead of being skipped.
 """
 from __future__ import annotations
 
@@ -29,8 +32,6 @@ LORA_FILE = "lora.safetensors"
 STATE_FILE = "training_state.pt"
 META_FILE = "state.json"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
-
-
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -112,3 +113,23 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], keys: tuple[
     if diff:
         raise ConfigError(f"checkpoint {path} was written with different settings {diff} (saved, now); resume with "
                           f"the same values or set resume to '' to start a new run")
+
+
+def global_batch(meta: dict[str, Any]) -> int:
+    """Samples per optimiser step of the run that wrote `meta` (checkpoints from before data-parallel training
+    record none: batch_size × gradient_accumulation_steps of one process)."""
+    if "global_batch_size" in meta:
+        return int(meta["global_batch_size"])
+    cfg = meta.get("config", {})
+    return int(cfg.get("batch_size", 0)) * int(cfg.get("gradient_accumulation_steps", 1)) * int(
+        meta.get("world_size", 1))
+
+
+def check_global_batch(meta: dict[str, Any], current: int, split: str, path: Path) -> None:
+    """ConfigError unless the checkpoint's global batch equals `current` (described by `split`)."""
+    saved = global_batch(meta)
+    if saved != current:
+        raise ConfigError(f"checkpoint {path} was written with a global batch of {saved} samples per step "
+                          f"({meta.get('world_size', 1)} process(es)), now {current} ({split}); choose batch_size "
+                          f"and gradient_accumulation_steps so that batch_size × processes × "
+                          f"gradient_accumulation_steps = {saved}, or set resume to '' to start a new run")

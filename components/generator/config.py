@@ -91,7 +91,8 @@ class FinetuneConfig:
     resolution: int = 64
     epochs: int = 1
     max_train_steps: int = 0            # > 0: stop after this many optimiser steps (overrides epochs)
-    batch_size: int = 4
+    batch_size: int = 4                 # per process; one optimiser step trains batch_size × processes × accumulation
+    gradient_accumulation_steps: int = 1   # micro-batches (of batch_size) whose gradients make one optimiser step
     learning_rate: float = 1e-4
     lr_scheduler: str = "constant_with_warmup"
     lr_warmup_steps: int = 20
@@ -128,8 +129,8 @@ class FinetuneConfig:
         if self.lora_rank <= 0:
             raise ConfigError(f"finetune.lora_rank: {self.lora_rank} — a LoRA needs rank ≥ 1 "
                               f"(the paper compares {list(LORA_RANKS)}); set lora_rank: 4")
-        _check_positive(self, "resolution", "epochs", "batch_size", "checkpoint_every", "log_every",
-                        "validation_steps", "prefetch_factor")
+        _check_positive(self, "resolution", "epochs", "batch_size", "gradient_accumulation_steps",
+                        "checkpoint_every", "log_every", "validation_steps", "prefetch_factor")
         if self.num_workers < 0:
             raise ConfigError(f"finetune.num_workers: {self.num_workers} must be ≥ 0 (0: load in the main process)")
         if self.learning_rate <= 0:

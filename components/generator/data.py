@@ -41,7 +41,8 @@ class SeededPairs(Dataset):
     """PairDataset whose augmentation is drawn from a seed given with the index: item (index, seed).
 
     A sample's augmentation then depends only on (seed, epoch, position), not on worker order, so an
-    interrupted run resumes with exactly the batches it would have seen.
+    interrupted run resumes with exactly the batches it would have seen. The item carries its seed on, so the
+    trainer draws the sample's noise, timestep and prompt dropout from it too (`sample_generator`).
     """
 
     def __init__(self, data_dir: str | Path, df: pd.DataFrame, resolution: int, augment: bool,
@@ -58,28 +59,59 @@ class SeededPairs(Dataset):
         self.pairs.transform.set_random_seed(int(seed))
         item = self.pairs[int(index)]
         return {"image": item["image"], "mask": item["mask"], "label": item["label"],
-                "prompt": self.prompts[int(index)], "index": int(index)}
+                "prompt": self.prompts[int(index)], "index": int(index), "seed": int(seed)}
+
+
+# Stream of a sample's training noise, apart from its augmentation (which albumentations draws from the same
+# seed with another generator).
+NOISE_STREAM = 1
+
+
+def sample_generator(seed: int) -> torch.Generator:
+    """CPU generator of one sample's noise, timestep and prompt dropout, determined by its seed alone: what a
+    sample draws does not depend on the batch it shares, the process that trains it or the device."""
+    state = np.random.SeedSequence([int(seed), NOISE_STREAM]).generate_state(2, dtype=np.uint32)
+    return torch.Generator("cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class EpochBatches(Sampler):
-    """Batches of (index, augmentation seed) for one epoch, shuffled by (seed, epoch); can skip done batches.
+    """Micro-batches of (index, augmentation seed) for one epoch, shuffled by (seed, epoch); can skip done steps.
+
+    The epoch's order and per-sample seeds come from (seed, epoch) alone. The order is cut into global batches of
+    `batch_size × world_size × accumulation` samples, one optimiser step each (an incomplete tail is dropped).
+    Micro-batch `a` of a global batch is its slice [a·B·W, (a+1)·B·W) and process `rank` takes the rank-th B
+    samples of it, so the processes see disjoint shards and, whatever B, W and A, a run with the same global
+    batch trains step k on the same samples with the same seeds. `skip_batches` counts global batches (steps);
+    the sampler yields this rank's `accumulation` micro-batches per remaining step.
 
     `set_epoch` switches epochs in place, so one DataLoader (and its persistent workers) serves every epoch:
     the loader re-reads its batch sampler at the start of each pass.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, skip_batches: int = 0,
-                 drop_last: bool = True):
+                 drop_last: bool = True, rank: int = 0, world_size: int = 1, accumulation: int = 1):
+        if not 0 <= rank < world_size or accumulation < 1:
+            raise ValueError(f"EpochBatches: rank {rank} of world_size {world_size}, accumulation {accumulation}")
+        if not drop_last and world_size * accumulation > 1:
+            raise ValueError("EpochBatches: drop_last=False needs world_size = accumulation = 1 (a partial global "
+                             "batch cannot be shared out evenly)")
         self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
+        self.rank, self.world_size, self.accumulation = rank, world_size, accumulation
+        self.global_batch = batch_size * world_size * accumulation
         self.set_epoch(epoch, skip_batches)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(self.n)
         aug = rng.integers(0, 2**31 - 1, size=self.n)
-        stop = self.n - self.n % self.batch_size if self.drop_last else self.n
-        self.batches = [[(int(order[i]), int(aug[i])) for i in range(s, min(s + self.batch_size, stop))]
-                        for s in range(0, stop, self.batch_size)][skip_batches:]
+        g, b = self.global_batch, self.batch_size
+        stop = self.n - self.n % g if self.drop_last else self.n
+        batches = []
+        for s in range(skip_batches * g, stop, g):
+            for a in range(self.accumulation):
+                first = s + (a * self.world_size + self.rank) * b
+                batches.append([(int(order[i]), int(aug[i])) for i in range(first, min(first + b, stop))])
+        self.batches = batches
 
     def __iter__(self):
         return iter(self.batches)
@@ -88,11 +120,16 @@ class EpochBatches(Sampler):
         return len(self.batches)
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    if n < batch_size:
-        raise DataError(f"the training split has {n} image(s), fewer than batch_size {batch_size}; "
-                        f"lower batch_size or add images")
-    return n // batch_size
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1, accumulation: int = 1) -> int:
+    """Optimiser steps per epoch: whole global batches of batch_size × world_size × accumulation samples."""
+    global_batch = batch_size * world_size * accumulation
+    if n < global_batch:
+        split = f" ({batch_size} × {world_size} processes × {accumulation} accumulation steps)" \
+            if global_batch != batch_size else ""
+        raise DataError(f"the training split has {n} image(s), fewer than the global batch {global_batch}{split}; "
+                        f"lower batch_size (or gradient_accumulation_steps, or the number of processes) or add "
+                        f"images")
+    return n // global_batch
 
 
 def load_arrays(data_dir: str | Path, df: pd.DataFrame, resolution: int,
