@@ -111,3 +111,22 @@ def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> None:
     idat = zlib.compress(b"\x00" + b"\x80" * (3 * width), 9)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def import_fails(tmp_path: Path, source: str, src: Path, pattern: str, opts) -> str:
+    """The import raises a one-line DataError matching pattern; the previous output folder is untouched and no
+    temporary folder is left. Returns the message."""
+    import pytest
+
+    from components.data.importers import import_dataset
+    from components.errors import DataError
+
+    out = tmp_path / "failed"
+    out.mkdir(exist_ok=True)
+    (out / "previous.txt").write_text("keep me")
+    with pytest.raises(DataError, match=pattern) as info:
+        import_dataset(source, src, out, opts)
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert "\n" not in str(info.value)
+    return str(info.value)

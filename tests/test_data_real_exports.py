@@ -23,6 +23,7 @@ from components.data.toy import assign_categories, render_sample
 from components.errors import DataError
 from tests.real_export_fixtures import (
     bomb_png,
+    import_fails,
     ham_export,
     isic_archive_export,
     landscape,
@@ -41,16 +42,7 @@ def _excluded(out: Path) -> list[dict]:
 
 
 def _fails(tmp_path: Path, source: str, src: Path, pattern: str, opts: ImportOptions) -> str:
-    """DataError matching pattern; the previous output folder is untouched and no temporary folder is left."""
-    out = tmp_path / "failed"
-    out.mkdir(exist_ok=True)
-    (out / "previous.txt").write_text("keep me")
-    with pytest.raises(DataError, match=pattern) as info:
-        import_dataset(source, src, out, opts)
-    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert "\n" not in str(info.value)
-    return str(info.value)
+    return import_fails(tmp_path, source, src, pattern, opts)
 
 
 def _report(source: str, src: Path, out: Path, opts: ImportOptions):

@@ -17,26 +17,17 @@ import pytest
 from components.config import load_section
 from components.data.config import ImportOptions, PrepareConfig
 from components.data.importers import import_dataset
-from components.errors import ConfigError, DataError
+from components.errors import ConfigError
 from pipelines import prepare
 from tests.helpers import REPO_ROOT
-from tests.real_export_fixtures import ham_export, isic_archive_export, save_png
+from tests.real_export_fixtures import import_fails, ham_export, isic_archive_export, save_png
 
 OPTS = ImportOptions(size=32, test_fraction=0.5, seed=0, progress=False, workers=1)
 MASKS = "HAM10000_segmentations_lesion_tschandl"
 
 
 def _fails(tmp_path: Path, source: str, src: Path, pattern: str, opts: ImportOptions = OPTS) -> str:
-    """DataError matching pattern; the previous output folder is untouched and no temporary folder is left."""
-    out = tmp_path / "failed"
-    out.mkdir(exist_ok=True)
-    (out / "previous.txt").write_text("keep me")
-    with pytest.raises(DataError, match=pattern) as info:
-        import_dataset(source, src, out, opts)
-    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert "\n" not in str(info.value)
-    return str(info.value)
+    return import_fails(tmp_path, source, src, pattern, opts)
 
 
 def _import(source: str, src: Path, out: Path, opts: ImportOptions = OPTS):
