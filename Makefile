@@ -46,7 +46,7 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 clean:
-	rm -rf data/real data/descriptions data/synthetic models metrics reports mlflow.db mlartifacts
+	rm -rf data/real data/public data/descriptions data/synthetic models metrics reports mlflow.db mlartifacts
 
 # ------------------------------------------------------------------ GPU check (benchmarks/gpu_check.py)
 # bench-gpu runs where there is no .venv too (the lent GPU machine: plain python3, no registry, no pip install),

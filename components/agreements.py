@@ -6,12 +6,14 @@ stops with an error naming both keys.
 | the base model            | pretrain.base_model  | read through pretrain.out_dir by adapt_vae.base_model,         |
 |                           |                      | finetune.base_model, synthesize.base_dir, tune.base_dir,       |
 |                           |                      | quality.vae_dir (pretrain writes the model or its pointer)     |
-| the real dataset          | prepare.out_dir      | describe.data_dir, pretrain/adapt_vae/finetune/tune.data_dir,  |
+| the public corpus         | corpus.out_dir       | pretrain.corpus_dir                                            |
+| the real dataset          | prepare.out_dir      | describe.data_dir, adapt_vae/finetune/tune.data_dir,           |
 |                           |                      | synthesize/quality/classify/segment/report.real_dir            |
 | the 4-channel VAE         | adapt_vae.out_dir    | finetune.vae_dir, synthesize.vae_dir, tune.vae_dir             |
 | the LoRA                  | finetune.out_dir     | synthesize.lora_dir ("" = the base UNet without LoRA)          |
 | the class list            | prepare.categories   | synthesize.categories (a subset; [] = the dataset's classes)   |
 | the largest resolution    | prepare.size         | every stage's resolution / image size is at most prepare.size  |
+|                           | corpus.size          | pretrain.resolution is at most corpus.size                     |
 """
 from __future__ import annotations
 
@@ -51,11 +53,14 @@ AGREEMENTS: tuple[Agreement, ...] = (
     *(_base(k) for k in ("adapt_vae.base_model", "finetune.base_model", "synthesize.base_dir", "tune.base_dir",
                          "quality.vae_dir")),
     *(_same(k, "prepare.out_dir", "the real dataset") for k in (
-        "describe.data_dir", "pretrain.data_dir", "adapt_vae.data_dir", "finetune.data_dir", "tune.data_dir",
+        "describe.data_dir", "adapt_vae.data_dir", "finetune.data_dir", "tune.data_dir",
         "synthesize.real_dir", "quality.real_dir", "classify.real_dir", "segment.real_dir", "report.real_dir")),
     *(_same(k, "adapt_vae.out_dir", "the 4-channel VAE") for k in ("finetune.vae_dir", "synthesize.vae_dir",
                                                                    "tune.vae_dir")),
     _same("synthesize.lora_dir", "finetune.out_dir", "the LoRA"),
+    _same("pretrain.corpus_dir", "corpus.out_dir", "the public corpus"),
+    Agreement("pretrain.resolution", "corpus.size", AT_MOST,
+              "the corpus is rendered at corpus.size; raise corpus.size or lower pretrain.resolution"),
     Agreement("synthesize.categories", "prepare.categories", SUBSET,
               "synthesize plans classes the dataset has; list a subset of prepare.categories or [] for all"),
     *(_size(k) for k in ("pretrain.resolution", "adapt_vae.resolution", "finetune.resolution",

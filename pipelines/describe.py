@@ -47,10 +47,14 @@ def select_items(cfg: DescribeConfig) -> list[DescribeItem]:
     """Manifest rows of the configured splits (first `max_images` when > 0) as describe items."""
     root = Path(cfg.data_dir)
     df = read_manifest(root)
-    unknown = sorted(set(cfg.splits) - set(df["split"].astype(str)))
-    if unknown:
+    present = set(df["split"].astype(str))
+    unknown = sorted(set(cfg.splits) - present)
+    if unknown and not set(cfg.splits) & present:
         raise DataError(f"{root}/manifest.csv: no rows with split {unknown}; the manifest has "
-                        f"{sorted(set(df['split']))}; fix describe.splits")
+                        f"{sorted(present)}; fix describe.splits")
+    if unknown:   # e.g. a dataset prepared with val_fraction: 0 has no 'val' rows
+        log.info("describe: no rows with split %s in %s/manifest.csv; describing %s", unknown, root,
+                 sorted(set(cfg.splits) & present))
     df = df[df["split"].isin(cfg.splits)]
     if cfg.max_images:
         df = df.head(cfg.max_images)

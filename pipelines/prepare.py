@@ -43,11 +43,11 @@ TOY_NOTE = "procedural toy drawings for offline runs; synthetic, not medical dat
 
 
 def class_table(df: pd.DataFrame, categories: tuple[str, ...]) -> pd.DataFrame:
-    """Images per class (rows, in the dataset's order) and split (columns train, test, total)."""
-    table = pd.crosstab(df["category"], df["split"]).reindex(index=list(categories), columns=["train", "test"],
+    """Images per class (rows, in the dataset's order) and split (columns train, val, test, total)."""
+    table = pd.crosstab(df["category"], df["split"]).reindex(index=list(categories), columns=list(manifest.SPLITS),
                                                               fill_value=0)
     table = table.fillna(0).astype(int)
-    table["total"] = table["train"] + table["test"]
+    table["total"] = table[list(manifest.SPLITS)].sum(axis=1)
     return table
 
 
@@ -55,7 +55,8 @@ def class_count_figure(table: pd.DataFrame, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     x = np.arange(len(table))
     ax.bar(x, table["train"], label="train", color="#4c72b0")
-    ax.bar(x, table["test"], bottom=table["train"], label="test", color="#dd8452")
+    ax.bar(x, table["val"], bottom=table["train"], label="val", color="#55a868")
+    ax.bar(x, table["test"], bottom=table["train"] + table["val"], label="test", color="#dd8452")
     for xi, total in zip(x, table["total"]):
         ax.text(xi, total, str(total), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, table.index)
@@ -133,6 +134,7 @@ def run(cfg: PrepareConfig, metrics_dir: str | Path = "metrics", reports_dir: st
         metrics = {
             "n_images": int(len(df)),
             "n_train": int((df["split"] == "train").sum()),
+            "n_val": int((df["split"] == "val").sum()),
             "n_test": int((df["split"] == "test").sum()),
             "n_with_mask": int(with_mask.sum()),
             "n_classes_present": int((table["total"] > 0).sum()),

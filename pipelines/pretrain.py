@@ -1,9 +1,10 @@
 """Stage `pretrain`: the base model of the dual generator (models/base).
 
 For `base_model: tiny` (the offline default) it trains the tiny preset's 3-channel VAE and then its UNet and
-text encoder from scratch on the prepared training images and writes an ordinary diffusers folder. For any
-other base model (a Stable Diffusion 2.x folder or hub id, or `sd2-base-random`) it trains nothing and writes
-models/base/base.json pointing at it; every later stage follows that pointer.
+text encoder from scratch on the public-like corpus (data/public, the `corpus` stage; never the clinical data),
+evaluates on the corpus holdout and writes an ordinary diffusers folder. For any other base model (a Stable
+Diffusion 2.x folder or hub id, or `sd2-base-random`) it trains nothing and writes models/base/base.json
+pointing at it; every later stage follows that pointer.
 
     python -m pipelines.pretrain [--params params.yaml] [--set unet_steps=600 ...]
 """
@@ -38,7 +39,8 @@ def _log_metrics(values: dict[str, float], step: int) -> None:
 def run(cfg: PretrainConfig, reports_dir: str | Path = "reports") -> dict:
     """Build models/base (trained tiny model or pointer); return the metrics written to cfg.metrics_file."""
     start = time.perf_counter()
-    with stage_run(STAGE, params=to_dict(cfg), inputs={"data": cfg.data_dir}):
+    inputs = {"corpus": cfg.corpus_dir} if cfg.base_model == "tiny" else {}
+    with stage_run(STAGE, params=to_dict(cfg), inputs=inputs):
         if cfg.base_model == "tiny":
             from components.generator.pretrain_trainer import pretrain_tiny
 

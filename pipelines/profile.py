@@ -31,6 +31,7 @@ from pipelines.workspace import PROJECT_ROOT, deep_merge
 STAGE_CONFIGS: dict[str, tuple[str, str]] = {
     "prepare": ("components.data.config", "PrepareConfig"),
     "describe": ("components.describe.config", "DescribeConfig"),
+    "corpus": ("components.generator.config", "CorpusConfig"),
     "pretrain": ("components.generator.config", "PretrainConfig"),
     "adapt_vae": ("components.generator.config", "AdaptVaeConfig"),
     "finetune": ("components.generator.config", "FinetuneConfig"),

@@ -28,7 +28,7 @@ from components.downstream.runner import checkpoint_path, load_checkpoint, read_
 from components.downstream.xai import XaiRow, attribution_maps, comparison_figure
 from components.errors import ConfigError
 from components.tracking.figures import log_figure
-from components.tracking.mlflow_setup import stage_run
+from components.tracking.mlflow_setup import metric_key, stage_run
 from pipelines.cli import stage_main
 
 log = logging.getLogger("pipelines.report")
@@ -100,7 +100,8 @@ def run(cfg: ReportConfig) -> dict:
     out = Path(cfg.out_dir)
     with stage_run("report", to_dict(cfg)):
         tables = {"table1": R.table1(cfg.quality_metrics), "table2": R.table2(classify, segment),
-                  "table3": R.table3(classify, segment)}
+                  "table3": R.table3(classify, segment),
+                  "verdict": R.verdict_table(cfg.classify_metrics, cfg.segment_metrics)}
         for name, table in tables.items():
             atomic.write_text(out / f"{name}.md", table.markdown)
             with atomic.atomic_path(out / f"{name}.csv") as tmp:
@@ -128,7 +129,7 @@ def run(cfg: ReportConfig) -> dict:
             "headline": _headline(c_agg, s_agg),
         }
         atomic.write_json(cfg.metrics_file, metrics)
-        flat = {f"{k}.{m}": v for k, d in metrics["headline"].items() for m, v in d.items()}
+        flat = {metric_key(f"{k}.{m}"): v for k, d in metrics["headline"].items() for m, v in d.items()}
         if flat:
             mlflow.log_metrics(flat)
     print(combined)

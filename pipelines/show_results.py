@@ -4,16 +4,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+SHOWN = ("table1.md", "table2.md", "table3.md", "verdict.md")   # the verdict last: what the demo answers
 
 
 def print_results(root: str | Path = ".") -> None:
-    """Print reports/*.md tables that exist, then the MLflow UI command."""
+    """Print the report tables that exist (Tables 1-3, then the verdict), then where to look next."""
     root = Path(root).resolve()
     reports = root / "reports"
     shown = 0
-    for md in sorted(reports.glob("*.md")) if reports.is_dir() else []:
-        print(f"\n=== {md.relative_to(root)} ===\n{md.read_text().strip()}")
-        shown += 1
+    for name in SHOWN:
+        md = reports / name
+        if md.is_file():
+            print(f"\n=== {md.relative_to(root)} ===\n{md.read_text().strip()}")
+            shown += 1
     if not shown:
         print(f"No report tables in {reports} yet; run `dvc repro` (or `make demo`).")
     print(f"\nMetrics: {root / 'metrics'}  (dvc metrics show)")

@@ -1,9 +1,12 @@
 """Stage `synthesize`: image-mask pairs from the fine-tuned dual generator, planned from the real training split.
 
 Reads the `synthesize` section of params.yaml. Writes data/synthetic/ (images/, masks/, records/, manifest.csv with
-full provenance, rejections.csv), validates it with the synthetic Great Expectations suite (non-zero exit on
-failure), writes metrics/synthesize.json and logs a Fig.-2-style grid (one row per class: real image, mask and
-overlay beside a generated one) and the time per pair to MLflow. A rerun resumes: finished samples are skipped.
+full provenance, rejections.csv with every rejected attempt), audits every accepted pair for memorisation (its
+nearest real training image: manifest columns nn_real_id, nn_distance, nn_ratio, nn_percentile, near_copy, and
+memorisation.json; components/quality/memorisation.py), validates the set with the synthetic Great Expectations
+suite (non-zero exit on failure), writes metrics/synthesize.json and logs a Fig.-2-style grid (one row per class:
+real image, mask and overlay beside a generated one) and the time per pair to MLflow. A rerun resumes: finished
+samples are skipped; the audit is recomputed (seconds) and gives the same columns for the same pairs.
 """
 from __future__ import annotations
 
@@ -22,9 +25,23 @@ from components.errors import ConfigError, DataError
 from components.generator.base_models import below_native
 from components.generator.synthesis_config import SynthesizeConfig
 from components.generator.synthesis_plan import build_plan, class_counts, plan_classes, real_train_split
-from components.generator.synthesis_writer import PairGenerator, WriteSummary, assemble, write_samples
+from components.generator.synthesis_writer import (
+    REJECTIONS_FILE,
+    PairGenerator,
+    WriteSummary,
+    assemble,
+    write_samples,
+)
 from components.hashing import dvc_md5
 from components.images import overlay, pair_grid
+from components.quality.memorisation import (
+    SUMMARY_FILE,
+    MemorisationSettings,
+    audit,
+    audit_summary,
+    pixel_features,
+    reference_digest,
+)
 from components.tracking.figures import log_figure
 from components.tracking.mlflow_setup import stage_run
 from components.tracking.validation_runs import log_validation
@@ -101,6 +118,38 @@ def comparison_grid(real_dir: str | Path, out_dir: str | Path, train: pd.DataFra
     return pair_grid(rows) if rows else None
 
 
+class MemorisationAudit:
+    """The manifest annotator of `assemble`: each accepted pair's nearest real training image (pixel space).
+    Keeps the summary (for the metrics) and `record()`, what memorisation.json holds: the summary plus the
+    real-real distances and the reference's digest, so the quality stage audits the test split on the same scale."""
+
+    def __init__(self, cfg: SynthesizeConfig, train: pd.DataFrame, classes: list[str]):
+        self.cfg, self.train, self.classes = cfg, train, classes
+        self.settings = MemorisationSettings(size=cfg.memorisation_size, near_copy_ratio=cfg.near_copy_ratio)
+        self.summary: dict = {}
+        self.scale = None
+
+    def record(self) -> dict:
+        return {**self.summary, "reference_digest": reference_digest(self.train["image_id"].astype(str)),
+                "real_nn_distances": [float(d) for d in self.scale.distances]}
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        size = self.settings.size
+        reference = pixel_features(
+            (manifest.load_rgb(manifest.resolve(self.cfg.real_dir, p)) for p in self.train["image_path"]), size,
+            n=len(self.train))
+        generated = pixel_features(
+            (manifest.load_rgb(manifest.resolve(self.cfg.out_dir, p)) for p in df["image_path"]), size, n=len(df))
+        table, scale = audit(generated, reference, self.train["image_id"].astype(str), self.settings)
+        self.scale = scale
+        self.summary = {"reference": f"{self.cfg.real_dir} split=train",
+                        **audit_summary(table, df["category"], self.classes, self.settings, scale)}
+        log.info("memorisation audit: %d of %d pairs are near-copies of a real training image (nn distance < "
+                 "%.2f x the real-real median %.4f; median ratio %.2f)", self.summary["near_copies"], len(df),
+                 self.settings.near_copy_ratio, scale.median, self.summary["nn_ratio_median"])
+        return pd.concat([df.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
+
+
 def summary_metrics(summary: WriteSummary, planned: dict[str, int], validation_ok: bool | None) -> dict:
     m = {
         "planned": summary.n_planned, "accepted": summary.n_accepted, "rejected": summary.n_rejected,
@@ -153,14 +202,25 @@ def run(cfg: SynthesizeConfig, generator: PairGenerator | None = None) -> dict:
         finally:
             if executor is not None:
                 executor.close()
-        synthetic, rejections = assemble(cfg.out_dir, plan)
+        memorisation = MemorisationAudit(cfg, train, classes) if cfg.memorisation else None
+        synthetic, rejections = assemble(cfg.out_dir, plan, annotate=memorisation)
+        if memorisation is not None:
+            atomic.write_json(Path(cfg.out_dir) / SUMMARY_FILE, memorisation.record())
+        else:
+            (Path(cfg.out_dir) / SUMMARY_FILE).unlink(missing_ok=True)
         validation_ok = validate(cfg, classes) if cfg.validate else None
         metrics = summary_metrics(summary, planned, validation_ok)
+        if memorisation is not None:
+            metrics["memorisation"] = memorisation.summary
         atomic.write_json(cfg.metrics_file, metrics)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         mlflow.log_metrics({f"accepted.{c}": float(n) for c, n in summary.accepted_per_class.items()})
+        if memorisation is not None:
+            mlflow.log_metrics({f"memorisation.{k}": float(memorisation.summary[k]) for k in
+                                ("near_copies", "near_copy_share", "nn_ratio_min", "nn_ratio_median", "real_nn_median")})
+            mlflow.log_artifact(str(Path(cfg.out_dir) / SUMMARY_FILE), "synthesize")
         mlflow.set_tag("data.synthetic.md5", dvc_md5(cfg.out_dir))
-        mlflow.log_artifact(str(Path(cfg.out_dir) / "rejections.csv"), "synthesize")
+        mlflow.log_artifact(str(Path(cfg.out_dir) / REJECTIONS_FILE), "synthesize")
         mlflow.log_artifact(str(Path(cfg.out_dir) / manifest.MANIFEST_NAME), "synthesize")
         fig = comparison_grid(cfg.real_dir, cfg.out_dir, train, synthetic, classes)
         if fig is not None:

@@ -89,7 +89,7 @@ def _check_dataset(out: Path, n: int, origin: str) -> pd.DataFrame:
         pair = manifest.load_pair(out, row, require_mask=True)
         assert pair.image.shape == (24, 24, 3) and pair.mask.shape == (24, 24)
         assert set(np.unique(pair.mask).tolist()) == {0, 1}
-    assert set(df["split"]) == {"train", "test"}
+    assert set(df["split"]) == {"train", "val", "test"}
     return df
 
 
@@ -118,7 +118,10 @@ def test_isic_gpt_class_folders_and_given_split(tmp_path):
                 _image(src / split / "images" / code / f"{split}_{code}_{i}.png", seed=i)
                 _mask(src / split / "masks" / f"{split}_{code}_{i}.png")
     df = import_dataset("isic_gpt", src, tmp_path / "out", OPTS)
-    assert (df["split"] == df["image_id"].str.split("_").str[0]).all()
+    # the folders' split is kept; the validation split is carved out of the train folder only
+    given = df["image_id"].str.split("_").str[0]
+    assert (df["split"].replace("val", "train") == given).all()
+    assert (given[df["split"] == "val"] == "train").all() and (df["split"] == "val").any()
     assert df["category"].value_counts().to_dict() == {"mel": 5, "nv": 5}
     assert df["description"].str.startswith("a dermoscopic lesion photo of ").all()
 

@@ -26,7 +26,7 @@ METRIC_COLUMNS = {"classify": ["f1", "accuracy", "balanced_accuracy"], "segment"
 
 @pytest.fixture
 def data(tmp_path, monkeypatch):
-    generate_toy(tmp_path / "data/real", n_images=40, size=32, seed=1, workers=1, progress=False)
+    generate_toy(tmp_path / "data/real", n_images=40, size=32, seed=1, workers=1, progress=False, val_fraction=0.2)
     _synthetic_copy(2, tmp_path / "data/synthetic")
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
@@ -41,7 +41,7 @@ def test_ray_workers_reproduce_the_sequential_tables(data, task, arch):
     sequential = run_cv(task, resolve(_cfg(task.name, arch, "seq"), task.name))
     ray_cfg = resolve(_cfg(task.name, arch, "ray", workers=2), task.name)
     parallel = run_cv(task, ray_cfg, executor=RayCVExecutor("", workers=2, device="cpu", num_cpus=2))
-    assert parallel["trainings_run"] == sequential["trainings_run"] == 6
+    assert parallel["trainings_run"] == sequential["trainings_run"] == 10
     a = pd.read_csv(f"seq/{task.name}/results.csv").sort_values(["fold", "train_set", "eval_set"])
     b = pd.read_csv(f"ray/{task.name}/results.csv").sort_values(["fold", "train_set", "eval_set"])
     keys = ["arch", "fold", "train_set", "eval_set", "n_train", "n_eval"]
@@ -51,7 +51,8 @@ def test_ray_workers_reproduce_the_sequential_tables(data, task, arch):
     assert parallel["summary"].keys() == sequential["summary"].keys()
     # resumed: the recorded trainings are not run again, on Ray either
     again = run_cv(task, ray_cfg, executor=RayCVExecutor("", workers=2, device="cpu", num_cpus=2))
-    assert again["trainings_run"] == 0 and again["trainings_skipped"] == 6
+    assert again["trainings_run"] == 0 and again["trainings_skipped"] == 10
+    assert parallel["comparisons"] == sequential["comparisons"]            # same predictions, same intervals
 
 
 def test_workers_must_not_be_negative():

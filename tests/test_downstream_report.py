@@ -66,3 +66,43 @@ def test_table1_from_quality_metrics_or_note(tmp_path):
     assert "| Real Train vs Synth Train | 20.2500 | 0.0300 | – | 0.2500 | 0.8000 |" in t1.markdown
     assert "LPIPS unavailable: no local weights" in t1.markdown
     assert list(t1.frame["comparison"]) == ["Real Train vs Real Test", "Real Train vs Synth Train"]
+
+
+def _comparison(train_set: str, metric: str, base: float, value: float, low: float, high: float, verdict: str) -> dict:
+    return {"arch": "resnet34", "train_set": train_set, "baseline": "real", "metric": metric, "baseline_value": base,
+            "value": value, "delta": value - base, "ci_low": low, "ci_high": high, "run_std": 0.01, "n_runs": 3,
+            "n_images": 400, "n_boot": 2000, "verdict": verdict, "level": 0.95}
+
+
+def test_verdict_table_from_the_recorded_comparisons(tmp_path):
+    classify = {"categories": ["df", "nv"], "minority_classes": ["df"],
+                "feature_baseline": {"f1": 0.6, "balanced_accuracy": 0.7, "per_class_recall": {"df": 0.5, "nv": 0.9},
+                                     "n_eval": 400, "method": "boosting"},
+                "comparisons": [
+        _comparison("real+synthetic", "f1", 0.50, 0.55, 0.02, 0.08, "helps"),
+        _comparison("hybrid", "minority_recall", 0.40, 0.30, -0.2, -0.01, "hurts")]}
+    (tmp_path / "classify.json").write_text(json.dumps(classify))
+    table = R.verdict_table(tmp_path / "classify.json", tmp_path / "absent.json")
+    lines = table.markdown.splitlines()
+    assert "| Real + Synth (balanced) | macro F1 | 50.0 % | 55.0 % | +5.0 [+2.0, +8.0] pp | 1.0 pp | helps |" in lines
+    assert "| 50% Real + 50% Synth | minority recall | 40.0 % | 30.0 % | -10.0 [-20.0, -1.0] pp | 1.0 pp | hurts |" \
+        in lines
+    assert "Minority recall: mean recall of df" in table.markdown
+    assert ("Feature baseline on the same 400 test images (boosting): macro F1 60.0 %, balanced accuracy 70.0 %, "
+            "minority recall 50.0 %.") in table.markdown
+    assert "Segmentation: no comparison recorded" in table.markdown
+    assert table.frame["verdict"].tolist() == ["helps", "hurts"] and set(table.frame["task"]) == {"classification"}
+    empty = R.verdict_table(tmp_path / "absent.json", tmp_path / "absent.json")
+    assert empty.note == "no comparison recorded" and empty.frame.empty
+
+
+def test_show_results_prints_the_verdict_last(tmp_path, capsys):
+    from pipelines.show_results import print_results
+
+    (tmp_path / "reports").mkdir()
+    for name in ("verdict.md", "table1.md", "table2.md", "downstream.md"):
+        (tmp_path / "reports" / name).write_text(f"# {name}\n")
+    print_results(tmp_path)
+    out = capsys.readouterr().out
+    assert out.index("# table1.md") < out.index("# table2.md") < out.index("# verdict.md")
+    assert "# downstream.md" not in out          # the concatenation of the tables is not printed twice

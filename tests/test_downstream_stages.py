@@ -1,7 +1,8 @@
 """Micro end-to-end run of the classify, segment and report stages (2 folds, 1 epoch, tiny models, 32 px).
 
-Checks: results recorded per fold / training set / evaluation set, training sets of identical size, no synthetic
-image ever evaluated, MLflow parent + child runs and the registered model, the external (HAM10000-format) set,
+Checks: results recorded per fold / training set / evaluation set, training sets of identical size (and the two
+balanced sets of one larger size), no synthetic image ever evaluated, per-image predictions and the comparisons
+with real-only, MLflow parent + child runs and the registered model, the external (HAM10000-format) set,
 the report tables and figures, and that a rerun resumes instead of retraining.
 """
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _ham10000_folder(root, scratch):
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    generate_toy(tmp_path / "data/real", n_images=48, size=32, seed=1, workers=1, progress=False)
+    generate_toy(tmp_path / "data/real", n_images=60, size=32, seed=1, workers=1, progress=False, val_fraction=0.2)
     _synthetic_copy(2, tmp_path / "data/synthetic")
     _ham10000_folder(tmp_path / "ham", tmp_path / "scratch")
     monkeypatch.chdir(tmp_path)
@@ -99,20 +100,40 @@ def test_micro_cv_classify_segment_report(project, capsys):
     # --- classify (through run_cv with a recording task), with the HAM10000-format external set
     task = RecordingTask()
     result = run_tracked_cv(task, resolve(_cfg("classify", "tiny_cnn", external_dir="ham"), "classify"))
-    assert result["trainings_run"] == 6 and result["external"] == "evaluated"
+    assert result["trainings_run"] == 10 and result["external"] == "evaluated"
     for ids in task.evaluated:
         assert not ids & synthetic_ids                       # no synthetic image ever evaluated
         assert all(not i.startswith("syn_") for i in ids)
     assert any(ids & synthetic_ids for ids in task.trained)  # ... while the synthetic / hybrid sets trained on them
 
     rows = pd.read_csv("models/downstream/classify/results.csv")
-    assert len(rows) == 2 * 3 * 3                             # folds x training sets x (val, test, external)
+    assert len(rows) == 2 * 5 * 3                             # folds x training sets x (val, test, external)
     assert set(rows["eval_set"]) == {"val", "test", "external"}
-    sizes = rows.groupby("fold")["n_train"].nunique()
-    assert (sizes == 1).all()                                 # identical training-set size within each fold
+    paper = rows[rows["train_set"].isin(["real", "synthetic", "hybrid"])]
+    assert (paper.groupby("fold")["n_train"].nunique() == 1).all()   # identical size within each fold
+    balanced = rows[rows["train_set"].isin(["real+synthetic", "real+augmentation"])]
+    assert (balanced.groupby("fold")["n_train"].nunique() == 1).all()
+    assert balanced["n_train"].min() > paper["n_train"].max()
+    both = balanced[balanced["eval_set"] == "test"].set_index(["fold", "train_set"])
+    assert (both.xs("real+augmentation", level=1)["n_train_synthetic"] == 0).all()
+    assert (both.xs("real+synthetic", level=1)["n_train_real"]
+            == paper[(paper["train_set"] == "real") & (paper["eval_set"] == "test")].set_index("fold")["n_train"]).all()
+    assert (rows["steps"].groupby(rows["fold"]).nunique() == 1).all()  # equal_steps: one budget per fold
     hybrid = rows[rows["train_set"] == "hybrid"].iloc[0]
     assert abs(hybrid["n_train_real"] - hybrid["n_train_synthetic"]) <= 1
     assert (rows.loc[rows["eval_set"] == "test", "n_eval"] == (real["split"] == "test").sum()).all()
+    assert (rows.loc[rows["eval_set"] == "val", "n_eval"] == (real["split"] == "val").sum()).all()
+    # the validation split is evaluated, never trained on; per-image test predictions kept for every training
+    val_ids = set(real.loc[real["split"] == "val", "image_id"])
+    assert not any(ids & val_ids for ids in task.trained) and val_ids in task.evaluated
+    fp = result["fingerprints"]["tiny_cnn"]
+    preds = pd.read_csv(f"models/downstream/classify/predictions/{fp}/tiny_cnn/real+synthetic/s42_f1_test.csv")
+    assert len(preds) == (real["split"] == "test").sum() and {"label", "prediction"} <= set(preds.columns)
+    assert 0 <= result["feature_baseline"]["f1"] <= 1 and result["feature_baseline"]["n_eval"] == len(preds)
+    compared = {(c["train_set"], c["metric"]) for c in result["comparisons"]}
+    assert {("synthetic", "f1"), ("real+augmentation", "balanced_accuracy")} <= compared
+    assert all(c["n_runs"] == 2 and c["verdict"] in ("helps", "hurts", "no detectable difference")
+               and c["ci_low"] <= c["delta"] <= c["ci_high"] for c in result["comparisons"])
     assert (rows.loc[rows["eval_set"] == "external", "n_eval"] == 14).all()
 
     # --- MLflow: stage run > architecture run > one child per fold and training set; model registered
@@ -123,23 +144,27 @@ def test_micro_cv_classify_segment_report(project, capsys):
     stage = [r for r in runs if r.data.tags.get("stage") == "classify"]
     arch = [r for r in runs if r.data.tags.get("level") == "architecture" and r.data.tags.get("task") == "classify"]
     folds = [r for r in runs if r.data.tags.get("level") == "fold" and r.data.tags.get("task") == "classify"]
-    assert len(stage) == 1 and len(arch) == 1 and len(folds) == 6
+    assert len(stage) == 1 and len(arch) == 1 and len(folds) == 10
     assert arch[0].data.tags["mlflow.parentRunId"] == stage[0].info.run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in folds} == {arch[0].info.run_id}
     assert "real.test.f1.mean" in arch[0].data.metrics and "real.test.f1.std" in arch[0].data.metrics
     assert "confusion_test.png" in {a.path for a in client.list_artifacts(folds[0].info.run_id)}
     version = client.get_model_version_by_alias("skindualgen-classifier-tiny_cnn", "challenger")
-    assert "metric.test_f1" in version.tags
+    assert "metric.test_f1" in version.tags and "metric.val_f1" in version.tags
+    assert "real_plus_synthetic.test.f1.mean" in arch[0].data.metrics
+    assert "vs_real.tiny_cnn.real_plus_synthetic.f1.verdict" in stage[0].data.tags
 
     # --- resume: the same settings and data retrain nothing
     again = classify.run(_cfg("classify", "tiny_cnn", external_dir="ham"))
-    assert again["trainings_run"] == 0 and again["trainings_skipped"] == 6
+    assert again["trainings_run"] == 0 and again["trainings_skipped"] == 10
+    assert again["comparisons"] == json.loads(json.dumps(result["comparisons"]))
     assert len(client.search_model_versions("name='skindualgen-classifier-tiny_cnn'")) == 1
 
     # --- segment through the stage function (no external set: Table 3 segmentation rows skipped)
     seg = segment.run(_cfg("segment", "tiny_unet"))
-    assert seg["trainings_run"] == 6
-    assert set(seg["summary"]["tiny_unet"]) == {"real", "synthetic", "hybrid"}
+    assert seg["trainings_run"] == 10
+    assert set(seg["summary"]["tiny_unet"]) == {"real", "synthetic", "hybrid", "real+synthetic", "real+augmentation"}
+    assert {(c["train_set"], c["metric"]) for c in seg["comparisons"]} >= {("hybrid", "dice"), ("hybrid", "hd95")}
     assert {"dice", "iou", "asd", "hd", "hd95"} <= set(seg["summary"]["tiny_unet"]["hybrid"]["test"])
     assert client.get_model_version_by_alias("skindualgen-segmenter-tiny_unet", "challenger") is not None
 
@@ -188,7 +213,7 @@ class RecordingCallbacks:
         self.events.append(("architecture_end", arch))
 
     @contextlib.contextmanager
-    def training(self, arch, fold, train_set, fingerprint, info):
+    def training(self, arch, seed, fold, train_set, fingerprint, info):
         self.events.append(("training", fold, train_set, info["n_train"]))
         yield f"id-{fold}-{train_set}"
 

@@ -112,7 +112,7 @@ def test_exp_run_with_a_changed_param_is_listed_with_its_own_metrics(tmp_path):
     exp_metrics = _exp_row_metrics(exp, "experiment toy35")
     assert base_metrics["n_images"] == MICRO_TOY_IMAGES and base_metrics == baseline
     assert exp_metrics["n_images"] == 35
-    assert exp_metrics["n_train"] + exp_metrics["n_test"] == 35
+    assert exp_metrics["n_train"] + exp_metrics["n_val"] + exp_metrics["n_test"] == 35
     assert sum(c["total"] for c in exp_metrics["classes"].values()) == 35
     assert exp_metrics["image_size"] == base_metrics["image_size"] == 32
 

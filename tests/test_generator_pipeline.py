@@ -1,4 +1,4 @@
-"""Micro end-to-end: pretrain → adapt_vae → finetune (checkpoints, resume, corruption) → registry → pyfunc."""
+"""Micro end-to-end: corpus → pretrain → adapt_vae → finetune (checkpoints, resume, corruption), registry, pyfunc."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from components.config import to_dict
+from components.data.public_corpus import generate_public_corpus
 from components.data.toy import generate_toy
-from components.errors import ConfigError, ModelError
+from components.errors import ConfigError, DataError, ModelError
 from components.generator import checkpoints
 from components.generator.config import AdaptVaeConfig, FinetuneConfig, PretrainConfig
 from components.generator.finetune_trainer import FinetuneTrainer
@@ -23,15 +24,16 @@ from components.generator.finetune_trainer import FinetuneTrainer
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """Toy data (24 images, 32 px) and the three stages run with a handful of steps each."""
+    """A public corpus (40 images), toy data (24 images, 32 px) and the three stages run with a few steps each."""
     from pipelines import adapt_vae, finetune, pretrain
 
     root = tmp_path_factory.mktemp("gen")
     data = root / "data"
     generate_toy(data, n_images=24, size=32, seed=0, workers=1, progress=False)
+    generate_public_corpus(root / "public", n_images=40, holdout_images=8, size=32, workers=1, progress=False)
     reports = root / "reports"
     pre = pretrain.run(PretrainConfig(
-        data_dir=str(data), descriptions_csv="", out_dir=str(root / "base"), metrics_file=str(root / "m/pre.json"),
+        corpus_dir=str(root / "public"), out_dir=str(root / "base"), metrics_file=str(root / "m/pre.json"),
         resolution=32, vae_steps=3, vae_batch_size=4, vae_crop=16, unet_steps=3, unet_batch_size=4,
         sample_steps=2, log_every=2), reports_dir=reports)
     ada = adapt_vae.run(AdaptVaeConfig(
@@ -57,13 +59,16 @@ def test_stage_outputs(stages):
 
     root = stages["root"]
     assert stages["pre"]["pretrained"] is True and stages["pre"]["vae_factor"] == 4
-    assert json.loads((root / "m/pre.json").read_text())["scaling_factor"] > 0
+    pre = json.loads((root / "m/pre.json").read_text())
+    assert pre["scaling_factor"] > 0 and (pre["train_images"], pre["holdout_images"]) == (32, 8)
     StableDiffusionPipeline.from_pretrained(root / "base")        # an ordinary diffusers folder
     vae_cfg = json.loads((root / "vae4" / "config.json").read_text())
     assert (vae_cfg["in_channels"], vae_cfg["out_channels"]) == (4, 4)
     ada = json.loads((root / "m/ada.json").read_text())
-    assert 0.0 <= ada["mask_dice"] <= 1.0 and ada["rgb_psnr"] > 0 and ada["test_images"] > 0
-    assert (stages["reports"] / "adapt_vae" / "test_grid.png").is_file()
+    n_train = int((pd.read_csv(stages["data"] / "manifest.csv")["split"] == "train").sum())
+    assert 0.0 <= ada["mask_dice"] <= 1.0 and ada["rgb_psnr"] > 0 and ada["eval_images"] >= 1
+    assert ada["eval_images"] + ada["train_images"] == n_train       # held out of the training split
+    assert (stages["reports"] / "adapt_vae" / "eval_grid.png").is_file()
     assert (root / "lora" / "pytorch_lora_weights.safetensors").is_file()
     ft = json.loads((root / "m/ft.json").read_text())
     assert ft["steps"] == 6 and ft["registered_version"] and ft["final_total"] > 0
@@ -205,3 +210,16 @@ def test_persistent_workers_reproduce_the_main_process_batches_and_compile_is_wi
     assert runtime.is_compiled(compiled.unet)           # compiled at its first forward, not run here (slow on CPU)
     assert list(lora.lora_state(compiled.unet)) == list(lora.lora_state(plain.unet))
     assert all(p.requires_grad for p in compiled.params)
+
+
+def test_pretrain_reads_only_a_public_corpus_at_most_its_size(stages, tmp_path):
+    from pipelines import pretrain
+
+    cfg = PretrainConfig(corpus_dir=str(stages["data"]), out_dir=str(tmp_path / "base"),
+                         metrics_file=str(tmp_path / "m.json"), resolution=32, vae_steps=1, unet_steps=1)
+    with pytest.raises(DataError, match=r"source \['real'\]; pretrain trains only on the public corpus"):
+        pretrain.run(cfg, reports_dir=tmp_path)
+    too_large = dataclasses.replace(cfg, corpus_dir=str(stages["root"] / "public"), resolution=64)
+    with pytest.raises(ConfigError, match=r"pretrain.resolution: 64 exceeds the corpus images \(32 px"):
+        pretrain.run(too_large, reports_dir=tmp_path)
+    assert not (tmp_path / "base").exists()

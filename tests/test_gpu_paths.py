@@ -27,7 +27,7 @@ from components.generator.data import load_split  # noqa: E402
 from components.generator.finetune_trainer import FinetuneTrainer  # noqa: E402
 from components.generator.sampling import DualGenerator  # noqa: E402
 from components.generator.vae_surgery import MASK_CHANNEL  # noqa: E402
-from components.generator.vae_trainer import adapt_vae  # noqa: E402
+from components.generator.vae_trainer import adapt_vae, eval_split  # noqa: E402
 
 REHEARSE = os.environ.get("SKINDUALGEN_GPU_REHEARSE") == "1"
 CUDA = torch.cuda.is_available()
@@ -135,8 +135,7 @@ def test_adapt_vae_on_device_then_bf16_decode(fx, device):
     used in bf16 by the fine-tune and the sampler, so its decode in bf16 must agree with fp32."""
     vae3 = base_models.load_vae(fx.dirs.base_ref)
     rgb_in = vae3.encoder.conv_in.weight.detach().clone()
-    train = load_split(fx.data_dir, "train", stage="adapt_vae")
-    test = load_split(fx.data_dir, "test", stage="adapt_vae")
+    train, test = eval_split(load_split(fx.data_dir, "train", stage="adapt_vae"), 0.1, 0)
     cfg = AdaptVaeConfig(resolution=RES, steps=4, batch_size=2, eval_batch_size=2, max_eval_images=2, log_every=2,
                          device=str(device), augment=True)
     from components.data.manifest import read_categories

@@ -19,7 +19,8 @@ def test_conda_env_declares_the_pyproject_dependencies():
     assert sorted(pip_section) == sorted(deps)
 
 
-STAGE_CONFIGS = {"prepare": "PrepareConfig", "describe": "DescribeConfig", "pretrain": "PretrainConfig",
+STAGE_CONFIGS = {"prepare": "PrepareConfig", "describe": "DescribeConfig", "corpus": "CorpusConfig",
+                 "pretrain": "PretrainConfig",
                  "adapt_vae": "AdaptVaeConfig", "finetune": "FinetuneConfig", "synthesize": "SynthesizeConfig",
                  "quality": "QualityConfig", "classify": "DownstreamConfig", "segment": "DownstreamConfig",
                  "report": "ReportConfig", "tune": "TuneConfig", "promote": "PromoteConfig"}

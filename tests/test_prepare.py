@@ -53,7 +53,8 @@ def test_run_in_process(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = PrepareConfig(out_dir="data/real", toy_images=40, size=32, seed=1)
     metrics = prepare.run(cfg)
-    assert metrics["n_images"] == 40 and metrics["n_train"] + metrics["n_test"] == 40
+    assert metrics["n_images"] == 40 and metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 40
+    assert metrics["n_val"] == 5 and metrics["classes"]["nv"]["val"] > 0
     assert metrics["validation"]["success"] and metrics["classes"]["nv"]["total"] == 26
     assert json.loads(Path("metrics/prepare.json").read_text()) == json.loads(json.dumps(metrics))
     assert json.loads(Path("metrics/validation_real.json").read_text())["root"] == "data/real"

@@ -85,7 +85,7 @@ def test_sd2_architecture_through_every_stage_on_cpu(tmp_path):
     reports = tmp_path / "reports"
     generate_toy(data, n_images=12, size=SIZE, seed=0, categories=("mel", "nv"), workers=1, progress=False)
 
-    pre = pretrain.run(PretrainConfig(base_model=SD2, data_dir=str(data), out_dir=str(base),
+    pre = pretrain.run(PretrainConfig(base_model=SD2, out_dir=str(base),
                                       metrics_file=str(tmp_path / "m/pretrain.json")), reports_dir=reports)
     assert pre["pretrained"] is False and json.loads((base / "base.json").read_text()) == {"base_model": SD2}
 
@@ -94,7 +94,7 @@ def test_sd2_architecture_through_every_stage_on_cpu(tmp_path):
         base_model=str(base), data_dir=str(data), out_dir=str(vae4), metrics_file=str(tmp_path / "m/ada.json"),
         resolution=SIZE, steps=2, batch_size=1, eval_batch_size=1, max_eval_images=1, log_every=1, device="cpu"),
         reports_dir=reports)
-    assert (ada["in_channels"], ada["out_channels"]) == (4, 4) and ada["test_images"] == 1
+    assert (ada["in_channels"], ada["out_channels"]) == (4, 4) and ada["eval_images"] == 1
     assert np.isfinite(ada["rgb_psnr"]) and 0.0 <= ada["mask_dice"] <= 1.0
     vae_cfg = json.loads((vae4 / "config.json").read_text())
     assert vae_cfg["block_out_channels"] == [128, 256, 512, 512] and vae_cfg["in_channels"] == 4

@@ -24,6 +24,15 @@ def test_balance_tops_every_class_up_to_the_majority():
     assert plan_counts({"akiec": 3, "mel": 5, "nv": 12}, "balance") == {"akiec": 9, "mel": 7, "nv": 0}
 
 
+def test_cover_plans_what_the_synthetic_and_the_balanced_sets_need():
+    real = {"akiec": 3, "mel": 5, "nv": 12, "df": 0}
+    # max(own count, top-up to 12): akiec max(3, 9), mel max(5, 7), nv max(12, 0); a class without images: none
+    assert plan_counts(real, "cover") == {"akiec": 9, "mel": 7, "nv": 12, "df": 0}
+    assert plan_counts(real, "cover", scale=0.25) == {"akiec": 3, "mel": 2, "nv": 3, "df": 0}   # ceil(2.25, 1.75, 3)
+    with pytest.raises(ConfigError, match="scale"):
+        plan_counts(real, "cover", scale=0)
+
+
 def test_match_copies_size_and_mix_and_scales_with_largest_remainder():
     real = {"akiec": 3, "mel": 5, "nv": 12}
     assert plan_counts(real, "match") == real

@@ -13,6 +13,8 @@ import pytest
 
 from components import atomic
 from components.data import manifest
+from components.data.mask_stats import area_fraction, compactness, component_count
+from components.errors import DataError
 from components.generator.pair_filter import FilterConfig, check_mask
 from components.generator.synthesis_plan import ATTEMPT_STRIDE, PlannedSample, sample_id
 from components.generator.synthesis_writer import GenerationSettings, assemble, write_samples
@@ -133,6 +135,7 @@ def test_rejected_pairs_are_retried_with_the_next_seed_and_recorded(tmp_path):
     on_disk = pd.read_csv(tmp_path / "rejections.csv")
     assert list(on_disk["reason"]) == ["empty_mask"] * 4
     assert list(on_disk["final"]) == [False, False, False, True]
+    assert list(on_disk["area_fraction"]) == list(on_disk["compactness"]) == [0.0] * 4  # empty masks
     assert not (tmp_path / "images" / f"{plan[2].sample_id}.png").exists()
     record = json.loads((tmp_path / "records" / f"{plan[2].sample_id}.json").read_text())
     assert record["status"] == "rejected" and [r["attempt"] for r in record["rejections"]] == [0, 1, 2]
@@ -140,6 +143,32 @@ def test_rejected_pairs_are_retried_with_the_next_seed_and_recorded(tmp_path):
     again = SeededPairs(empty=empty)
     write_samples(plan, again, tmp_path, SETTINGS, FILT, progress=False)
     assert again.calls == []
+
+
+def test_rejection_log_records_the_statistics_of_each_rejected_mask(tmp_path):
+    plan = _plan(2)
+    # every disc of SeededPairs covers less than 30 % of the image: all attempts are rejected as too small
+    write_samples(plan, SeededPairs(), tmp_path, GenerationSettings(batch_size=2, max_attempts=2),
+                  FilterConfig(min_area_fraction=0.3), progress=False)
+    with pytest.raises(DataError, match="every planned sample was rejected"):
+        assemble(tmp_path, plan)
+    log = pd.read_csv(tmp_path / "rejections.csv")
+    assert list(zip(log["image_id"], log["attempt"])) == [(plan[0].sample_id, 0), (plan[0].sample_id, 1),
+                                                          (plan[1].sample_id, 0), (plan[1].sample_id, 1)]
+    for _, r in log.iterrows():
+        _, mask = SeededPairs().generate(["x"], [int(r["seed"])])[0]
+        assert r["reason"] == "area_below_min" and r["area_fraction"] == pytest.approx(area_fraction(mask))
+        assert r["compactness"] == pytest.approx(compactness(mask)) and r["components"] == component_count(mask)
+
+
+def test_assemble_lets_a_caller_add_columns_but_not_reorder_rows(tmp_path):
+    plan = _plan(3)
+    write_samples(plan, SeededPairs(), tmp_path, SETTINGS, FILT, progress=False)
+    df, _ = assemble(tmp_path, plan, annotate=lambda d: d.assign(nn_ratio=[0.0, 0.5, 1.0]))
+    back = pd.read_csv(tmp_path / "manifest.csv")
+    assert list(back["nn_ratio"]) == [0.0, 0.5, 1.0] and list(df["nn_ratio"]) == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="keep the manifest.s rows and their order"):
+        assemble(tmp_path, plan, annotate=lambda d: d.iloc[::-1])
 
 
 def test_shrunk_plan_drops_stale_files(tmp_path):

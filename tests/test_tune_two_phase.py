@@ -11,6 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from components.data.toy import generate_toy
+from components.data.public_corpus import generate_public_corpus
 from components.generator.config import AdaptVaeConfig, PretrainConfig
 from components.tracking.mlflow_setup import stage_run
 from components.tracking.tuning_runs import MlflowTrialTracker
@@ -31,8 +32,9 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune2")
     data = root / "data"
     generate_toy(data, n_images=24, size=32, seed=0, workers=1, progress=False)
+    generate_public_corpus(root / "public", n_images=40, holdout_images=8, size=32, workers=1, progress=False)
     pretrain.run(PretrainConfig(
-        data_dir=str(data), descriptions_csv="", out_dir=str(root / "base"), metrics_file=str(root / "m/pre.json"),
+        corpus_dir=str(root / "public"), out_dir=str(root / "base"), metrics_file=str(root / "m/pre.json"),
         resolution=32, vae_steps=3, vae_batch_size=4, vae_crop=16, unet_steps=3, unet_batch_size=4,
         sample_steps=2, log_every=2), reports_dir=root / "reports")
     adapt_vae.run(AdaptVaeConfig(

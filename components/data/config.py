@@ -27,6 +27,7 @@ class PrepareConfig:
     categories: tuple[str, ...] = HAM10000_CATEGORIES
     size: int = 128                 # images resized to size x size (LANCZOS), masks with nearest
     test_fraction: float = 0.2
+    val_fraction: float = 0.15      # validation split (model selection); the generator never sees it
     seed: int = 42
     toy_images: int = 2000          # toy only
     require_masks: bool = True      # reject images without masks
@@ -51,6 +52,7 @@ class ImportOptions:
     size: int = 128
     categories: tuple[str, ...] = HAM10000_CATEGORIES
     test_fraction: float = 0.2
+    val_fraction: float = 0.15
     seed: int = 42
     require_masks: bool = True
     toy_images: int = 2000
@@ -95,6 +97,10 @@ def check_settings(cfg: PrepareConfig | ImportOptions) -> None:
     for key, allowed in (*POLICIES.items(), ("resize", RESIZE_MODES)):
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"prepare.{key}={getattr(cfg, key)!r}: expected one of {list(allowed)}")
+    if not (0.0 <= cfg.val_fraction < 1.0 and 0.0 <= cfg.test_fraction < 1.0
+            and cfg.val_fraction + cfg.test_fraction < 1.0):
+        raise ConfigError(f"prepare.test_fraction={cfg.test_fraction}, val_fraction={cfg.val_fraction}: each in "
+                          f"[0, 1) and together below 1 (the rest is the training split), e.g. 0.2 and 0.15")
     if not 1 <= cfg.mask_threshold <= 255:
         raise ConfigError(f"prepare.mask_threshold={cfg.mask_threshold}: expected 1..255 (128 splits 0..255 "
                           f"masks in the middle)")

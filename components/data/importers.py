@@ -333,7 +333,7 @@ def import_toy(src: Path | None, dst: Path, opts: ImportOptions) -> tuple[pd.Dat
     """Generate the procedural toy set into dst (src is ignored)."""
     df = generate_toy(dst, n_images=opts.toy_images, size=opts.size, seed=opts.seed,
                       categories=opts.categories, test_fraction=opts.test_fraction,
-                      workers=opts.workers, progress=opts.progress)
+                      workers=opts.workers, progress=opts.progress, val_fraction=opts.val_fraction)
     return df, ImportReport("toy", categories=list(opts.categories))
 
 

@@ -22,7 +22,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "prompt", "seed", "generator_version", "num_inference_steps", "guidance_scale",
 )
-SPLITS: tuple[str, ...] = ("train", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCES: tuple[str, ...] = ("real", "synthetic")
 
 

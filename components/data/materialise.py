@@ -23,7 +23,7 @@ from components.data.exclusions import Exclusion, policy_error, write_excluded
 from components.data.image_io import FileProblem, read_rgb
 from components.data.mask_io import read_mask
 from components.data.prompts import class_prefix
-from components.data.splits import stratified_split
+from components.data.splits import carve_validation, stratified_split
 from components.errors import DataError
 from components.progress import map_with_progress
 
@@ -208,12 +208,13 @@ def materialise(scan: Scan, dst: Path, origin: str, opts: ImportOptions) -> tupl
     given = df.pop("_split").tolist()
     df["source"] = "real"
     df["origin"] = origin
+    groups = df["lesion_id"] if "lesion_id" in df.columns else None
     if all(s is not None for s in given) and {"train", "test"} <= set(given):
         log.info("%s: keeping the split given by the dataset's train/test folders", origin)
-        df["split"] = given
+        split = pd.Series(given)
     else:
-        groups = df["lesion_id"] if "lesion_id" in df.columns else None
-        df["split"] = stratified_split(df["category"], opts.test_fraction, opts.seed, groups=groups).to_numpy()
+        split = stratified_split(df["category"], opts.test_fraction, opts.seed, groups=groups)
+    df["split"] = carve_validation(split, df["category"], opts.val_fraction, opts.seed, groups=groups).to_numpy()
     report.categories, report.dropped_categories = _present_categories(df, opts, scan.root)
     manifest.write_manifest(df, dst)
     atomic.write_text(dst / manifest.CATEGORIES_FILE, json.dumps(report.categories) + "\n")

@@ -1,4 +1,8 @@
-"""Seeded, stratified train/test split (optionally keeping groups, e.g. one lesion's images, together)."""
+"""Seeded, stratified train / val / test splits (optionally keeping groups, e.g. one lesion's images, together).
+
+The validation split is carved out of what the test split leaves: downstream model selection, checkpoint choice
+and registry promotion read it, the test split is only reported, and the generator stages see train only.
+"""
 from __future__ import annotations
 
 import logging
@@ -81,4 +85,32 @@ def _grouped(labels: pd.Series, groups: pd.Series, test_fraction: float, seed: i
     _, test_idx = next(folds.split(np.zeros(len(labels)), labels.to_numpy(), groups.to_numpy()))
     split = pd.Series("train", index=labels.index, dtype=object)
     split.iloc[test_idx] = "test"
+    return split
+
+
+def carve_validation(split: pd.Series | list[str], labels: pd.Series | list[str], val_fraction: float, seed: int = 42,
+                     groups: pd.Series | list[str] | None = None) -> pd.Series:
+    """`split` with a stratified share of its 'train' rows relabelled 'val'.
+
+    `val_fraction` is a share of the whole dataset (0.15: 15 % of all rows become validation rows), drawn from
+    the training rows by `stratified_split` with its own seed (`seed + 1`), groups kept together. 'test' rows and
+    any other split stay as they are.
+    """
+    split = pd.Series(split).reset_index(drop=True).astype(object)
+    labels = pd.Series(labels).reset_index(drop=True).astype(str)
+    train = split.index[split == "train"]
+    if val_fraction <= 0.0 or len(train) == 0:
+        return split
+    share = val_fraction * len(split) / len(train)
+    if not 0.0 < share < 1.0:
+        raise DataError(f"val_fraction={val_fraction}: the training split ({len(train)} of {len(split)} rows) "
+                        f"cannot give {val_fraction:.0%} of all rows; lower val_fraction or test_fraction")
+    part_groups = None if groups is None else pd.Series(groups).reset_index(drop=True).iloc[train]
+    try:
+        inner = stratified_split(labels.iloc[train], share, seed + 1, groups=part_groups)
+    except DataError as err:   # too few images or lesion groups: the data stays usable for what needs no val split
+        log.warning("no validation split: %s. Stages that select models (classify, segment) will ask for one; "
+                    "add images or set prepare.val_fraction: 0 to silence this", err)
+        return split
+    split.iloc[train[inner.to_numpy() == "test"]] = "val"
     return split

@@ -25,7 +25,7 @@ from components import atomic
 from components.data import manifest
 from components.data.categories import HAM10000_CATEGORIES
 from components.data.prompts import class_prefix
-from components.data.splits import stratified_split
+from components.data.splits import carve_validation, stratified_split
 from components.errors import DataError
 from components.progress import map_with_progress
 
@@ -277,14 +277,15 @@ class _Shape:
         return self.cx + u * c - v * s, self.cy + u * s + v * c
 
 
-def _random_shape(rng: np.random.Generator, style: LesionStyle, spikes: bool) -> _Shape:
-    radius = rng.uniform(*style.radius)
+def _random_shape(rng: np.random.Generator, style: LesionStyle, spikes: bool, zoom: float = 1.0,
+                  offset: tuple[float, float] = (0.0, 0.0)) -> _Shape:
+    radius = rng.uniform(*style.radius) * zoom
     ks = np.arange(1, 13, dtype=np.float32)
     amps = np.where(ks <= 3, rng.normal(0, style.asymmetry, 12),
                     rng.normal(0, style.irregularity, 12) * (4.0 / ks)).astype(np.float32)
     n_sp = int(rng.integers(5, 14)) if spikes else 0
     return _Shape(
-        cx=0.5 + rng.normal(0, 0.05), cy=0.5 + rng.normal(0, 0.05), radius=radius,
+        cx=0.5 + rng.normal(0, 0.05) + offset[0], cy=0.5 + rng.normal(0, 0.05) + offset[1], radius=radius,
         elong=rng.uniform(*style.elongation), rot=rng.uniform(0, math.pi),
         harm_k=ks, harm_a=amps, harm_p=rng.uniform(0, 2 * math.pi, 12).astype(np.float32),
         spike_t=rng.uniform(-math.pi, math.pi, n_sp).astype(np.float32),
@@ -369,23 +370,32 @@ class ToySample:
         return describe(self.category, self.attributes)
 
 
-def render_sample(seed: int, index: int, category: str, size: int = 128) -> ToySample:
-    """Draw image `index` of class `category`; the result depends only on (seed, index, category, size)."""
+def render_sample(seed: int, index: int, category: str, size: int = 128, *, spawn_key: tuple[int, ...] = (),
+                  zoom: float = 1.0, offset: tuple[float, float] = (0.0, 0.0),
+                  acquire: Callable[[np.random.Generator, np.ndarray], np.ndarray] | None = None) -> ToySample:
+    """Draw image `index` of class `category`; the result depends only on its arguments.
+
+    The defaults draw the clinical toy set. `spawn_key` selects another family of random streams (numpy
+    SeedSequence spawn key: sequences with different keys are distinct), `zoom` scales the lesion and `offset`
+    moves its centre (image-side units), and `acquire(rng, scene)` replaces the dermoscope optics: it receives the
+    float RGB scene and returns uint8 RGB.
+    """
     if category not in STYLES:
         raise DataError(f"toy generator: no appearance for category {category!r}; known: {sorted(STYLES)}")
     style = STYLES[category]
     # Every step draws from this one generator: reordering the steps (or the draws inside them) changes the images.
-    rng = np.random.default_rng([seed, index, sorted(STYLES).index(category)])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index, sorted(STYLES).index(category)],
+                                                       spawn_key=spawn_key))
     yy, xx = _grid(size)
     feats = _draw_structures(rng, style)
     skin, tone = _draw_skin(rng, size)
-    outline = _draw_outline(rng, style, size, yy, xx, spikes="streaks" in feats)
+    outline = _draw_outline(rng, style, size, yy, xx, spikes="streaks" in feats, zoom=zoom, offset=offset)
     canvas = _Canvas(rng=rng, size=size, yy=yy, xx=xx, outline=outline, darken=1 - 0.22 * tone, feats=feats)
     les, colours = _lesion_colours(canvas, style)
     les = _paint_structures(canvas, les)
     img, edge = _composite(rng, style, outline, feats, skin, les)
     img, n_hair = _add_hair_and_glare(rng, size, img)
-    image = _acquire(rng, size, yy, xx, img)
+    image = _acquire(rng, size, yy, xx, img) if acquire is None else acquire(rng, img)
     attributes = _attributes(style, outline, feats, colours, tone, edge, n_hair)
     return ToySample(image=image, mask=outline.mask.astype(np.uint8), category=category, attributes=attributes)
 
@@ -439,9 +449,9 @@ def _draw_skin(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float]:
 
 
 def _draw_outline(rng: np.random.Generator, style: LesionStyle, size: int, yy: np.ndarray, xx: np.ndarray,
-                  spikes: bool) -> _Outline:
+                  spikes: bool, zoom: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> _Outline:
     """A random lesion shape rasterised into its distance field and exact mask."""
-    shape = _random_shape(rng, style, spikes=spikes)
+    shape = _random_shape(rng, style, spikes=spikes, zoom=zoom, offset=offset)
     dist, theta = shape.frame(yy, xx)
     # Lobulated, non-polar irregularity: warp the distance field with smooth noise (the mask follows it).
     dist = dist * (1 + 1.2 * style.irregularity * _smooth(rng, size, 7))
@@ -756,7 +766,7 @@ def toy_image_id(index: int) -> str:
 
 def generate_toy(out_dir: str | Path, n_images: int = 2000, size: int = 128, seed: int = 42,
                  categories: tuple[str, ...] | list[str] = HAM10000_CATEGORIES, test_fraction: float = 0.2,
-                 workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+                 workers: int | None = None, progress: bool = True, val_fraction: float = 0.0) -> pd.DataFrame:
     """Write a complete toy dataset folder (images/, masks/, manifest.csv, categories.json); return the manifest.
 
     Rows are labelled source='real', origin='toy': downstream stages treat them as the real split, while
@@ -776,7 +786,8 @@ def generate_toy(out_dir: str | Path, n_images: int = 2000, size: int = 128, see
     rows = map_with_progress(_render_and_write, jobs, workers, chunksize=32, desc="toy images",
                              disable=not progress, unit="img")
     df = pd.DataFrame(rows)
-    df.insert(2, "split", stratified_split(df["category"], test_fraction, seed).to_numpy())
+    split = stratified_split(df["category"], test_fraction, seed)
+    df.insert(2, "split", carve_validation(split, df["category"], val_fraction, seed).to_numpy())
     manifest.write_manifest(df, out)
     atomic.write_text(out / manifest.CATEGORIES_FILE, json.dumps(list(categories)) + "\n")
     return manifest.read_manifest(out)

@@ -29,7 +29,7 @@ class DescribeConfig:
     model: str = "gpt-4o-mini"
     base_url: str = ""               # empty: OPENAI_BASE_URL, else the OpenAI API
     prompt: str = PAPER_PROMPT
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     max_images: int = 0              # 0: every image of the selected splits
     max_concurrency: int = 4
     max_retries: int = 4             # extra attempts on 429 / 5xx / timeouts / connection errors

@@ -8,8 +8,11 @@ A preset fills every training setting; a key set in params.yaml (not null) overr
 `paper` follows the paper (classification 224 px, batch 32, lr 1e-4, 50 epochs for DenseNet121 / ResNet34 and
 40 for SqueezeNet / Swin; segmentation 512 px, batch 8, lr 1e-3, 20 epochs, Dice loss; ImageNet weights
 from the local cache) and wants a GPU. `cpu` runs on the embedded toy data in minutes on a laptop CPU: one
-architecture per task trained from scratch, small images (48 px classification, 64 px segmentation), 3 folds,
-6 / 3 epochs, training sets capped at 400 (classification) and 240 (segmentation) images.
+small architecture per task trained from scratch, chosen by validation scores within that budget (a BatchNorm
+CNN at 48 px, 6 epochs over the whole fold with class-balanced sampling; a U-Net with a ResNet-18 encoder at 64 px,
+2 epochs, batch 8, 480 images), 3 folds. ResNet34 from scratch reached macro F1 0.29 on the validation part of
+the toy data where the small CNN reaches 0.44 and a feature baseline 0.67; U-Net/ResNet34 (3 epochs, 240 images)
+reached Dice 0.83, no better than Otsu thresholding, the U-Net/ResNet18 0.91.
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.errors import ConfigError
+
+CLASS_BALANCE: tuple[str, ...] = ("none", "loss", "sampler")   # how classifiers meet class imbalance (training.py)
 from components.registry import Registry
 
-TRAIN_SETS: tuple[str, ...] = ("real", "synthetic", "hybrid")
+TRAIN_SETS: tuple[str, ...] = ("real", "synthetic", "hybrid", "real+synthetic", "real+augmentation")
 
 CLASSIFY_PRESETS: Registry[dict[str, Any]] = Registry("classify preset", hint="set classify.preset")
 CLASSIFY_PRESETS.register("paper", {
@@ -30,16 +35,17 @@ CLASSIFY_PRESETS.register("paper", {
     "n_folds": 5, "image_size": 224, "batch_size": 32, "lr": 1e-4, "lr_schedule": "constant",
     "epochs": {"densenet121": 50, "resnet34": 50, "squeezenet1_1": 40, "swin": 40, "default": 50},
     "max_train_images": 0, "pretrained": "cache", "num_workers": 4, "pin_memory": True,
-    "eval_batch_size": 128,
+    "eval_batch_size": 128, "n_seeds": 1, "class_balance": "none",
 })
 CLASSIFY_PRESETS.register("cpu", {
-    # SqueezeNet / DenseNet / Swin trained from scratch need far more steps than a CPU budget allows
-    # (SqueezeNet stays at the majority class); ResNet34 learns the toy classes in a few epochs at 48 px.
-    "architectures": ["resnet34"],
+    # Deep models from scratch need far more steps than a CPU budget allows (SqueezeNet stays at the majority
+    # class, ResNet34 reaches macro F1 0.29 on toy validation images); the small BatchNorm CNN with class-balanced
+    # sampling reaches 0.44 in about the same time.
+    "architectures": ["small_cnn"],
     "n_folds": 3, "image_size": 48, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine",
     "epochs": {"default": 6},
-    "max_train_images": 400, "pretrained": "", "num_workers": 0, "pin_memory": False,
-    "eval_batch_size": 128,
+    "max_train_images": 0, "pretrained": "", "num_workers": 0, "pin_memory": False,
+    "eval_batch_size": 128, "n_seeds": 1, "class_balance": "sampler",
 })
 
 SEGMENT_PRESETS: Registry[dict[str, Any]] = Registry("segment preset", hint="set segment.preset")
@@ -48,14 +54,14 @@ SEGMENT_PRESETS.register("paper", {
     "n_folds": 5, "image_size": 512, "batch_size": 8, "lr": 1e-3, "lr_schedule": "constant",
     "epochs": {"default": 20},
     "max_train_images": 0, "pretrained": "cache", "num_workers": 4, "pin_memory": True,
-    "eval_batch_size": 16,
+    "eval_batch_size": 16, "n_seeds": 1, "class_balance": "none",
 })
 SEGMENT_PRESETS.register("cpu", {
-    "architectures": ["unet_resnet34"],
-    "n_folds": 3, "image_size": 64, "batch_size": 16, "lr": 1e-3, "lr_schedule": "cosine",
-    "epochs": {"default": 3},
-    "max_train_images": 240, "pretrained": "", "num_workers": 0, "pin_memory": False,
-    "eval_batch_size": 64,
+    "architectures": ["unet_resnet18"],
+    "n_folds": 3, "image_size": 64, "batch_size": 8, "lr": 1e-3, "lr_schedule": "cosine",
+    "epochs": {"default": 2},
+    "max_train_images": 480, "pretrained": "", "num_workers": 0, "pin_memory": False,
+    "eval_batch_size": 64, "n_seeds": 1, "class_balance": "none",
 })
 
 PRESETS = {"classify": CLASSIFY_PRESETS, "segment": SEGMENT_PRESETS}
@@ -83,6 +89,10 @@ class DownstreamConfig:
     max_train_images: int | None = None  # cap per training set (0: the whole fold), same cap for all three
     pretrained: str | None = None       # "" scratch | "cache" | path (segment: encoder weights)
     seed: int = 42
+    n_seeds: int | None = None          # repetitions of the k-fold protocol with seeds seed, seed + 1, ...
+    class_balance: str | None = None    # classify: none | loss (inverse-frequency weights) | sampler (balanced draws)
+    feature_baseline: bool = True       # score a feature baseline (gradient boosting / Otsu) on the test split
+    equal_steps: bool = True            # every training set of a fold trains the optimiser steps of the real set
     device: str = "auto"                # auto | cpu | cuda | cuda:1 ...
     amp: bool = True                    # mixed precision on CUDA
     num_workers: int | None = None
@@ -117,6 +127,10 @@ class Resolved:
     max_train_images: int
     pretrained: str
     seed: int
+    n_seeds: int
+    class_balance: str
+    feature_baseline: bool
+    equal_steps: bool
     device: str
     amp: bool
     num_workers: int
@@ -130,10 +144,15 @@ class Resolved:
     def epochs_for(self, arch: str) -> int:
         return int(self.epochs.get(arch, self.epochs.get("default", 1)))
 
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the repeated protocol: fold shuffles and initial weights differ per seed."""
+        return [self.seed + r for r in range(self.n_seeds)]
+
     def fingerprint(self, arch: str, data_hashes: dict[str, str]) -> str:
         """Short hash of everything that changes an architecture's results (not paths, workers, progress)."""
         keys = ("task", "n_folds", "image_size", "batch_size", "lr", "lr_schedule", "weight_decay",
-                "max_train_images", "pretrained", "seed", "threshold")
+                "max_train_images", "pretrained", "seed", "equal_steps", "class_balance", "threshold")
         payload = {k: getattr(self, k) for k in keys}
         payload.update(arch=arch, epochs=self.epochs_for(arch), data=data_hashes)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -165,7 +184,9 @@ def resolve(cfg: DownstreamConfig, task: str) -> Resolved:
         n_folds=int(pick("n_folds")), image_size=int(pick("image_size")), batch_size=int(pick("batch_size")),
         eval_batch_size=int(pick("eval_batch_size")), lr=float(pick("lr")), lr_schedule=str(pick("lr_schedule")),
         weight_decay=float(cfg.weight_decay), epochs=epochs, max_train_images=int(pick("max_train_images")),
-        pretrained=str(pick("pretrained") or ""), seed=int(cfg.seed), device=cfg.device, amp=bool(cfg.amp),
+        pretrained=str(pick("pretrained") or ""), seed=int(cfg.seed), n_seeds=int(pick("n_seeds")),
+        class_balance=str(pick("class_balance")), feature_baseline=bool(cfg.feature_baseline),
+        equal_steps=bool(cfg.equal_steps), device=cfg.device, amp=bool(cfg.amp),
         num_workers=int(pick("num_workers")), pin_memory=bool(pick("pin_memory")), threshold=float(cfg.threshold),
         register=bool(cfg.register), progress=bool(cfg.progress), ray_address=cfg.ray_address,
         workers=int(cfg.workers),
@@ -176,6 +197,10 @@ def resolve(cfg: DownstreamConfig, task: str) -> Resolved:
 
 def _check(r: Resolved) -> None:
     where = r.task
+    if r.class_balance not in CLASS_BALANCE:
+        raise ConfigError(f"{where}.class_balance={r.class_balance!r}: use one of {list(CLASS_BALANCE)}")
+    if r.n_seeds < 1:
+        raise ConfigError(f"{where}.n_seeds={r.n_seeds}: repeat the protocol at least once (1)")
     if r.n_folds < 2:
         raise ConfigError(f"{where}.n_folds={r.n_folds}: cross-validation needs at least 2 folds")
     if not r.architectures:

@@ -1,14 +1,22 @@
-"""The evaluation protocol: stratified folds of the real training split and three training sets per fold.
+"""The evaluation protocol: stratified folds of the real training split and the training sets of every fold.
 
-In every fold, three training sets of IDENTICAL size and class mix are built from the fold's training part:
+The paper's three sets have IDENTICAL size and class mix, drawn from the fold's training part:
 
 - real:      the fold's real training rows (a stratified subsample when a cap is set);
 - synthetic: synthetic training rows sampled per class to the same counts;
 - hybrid:    per class, half of the count from the real rows and the other half synthetic.
 
-Evaluation only ever sees real images: the fold's held-out part, the real test split (never seen by the
-generator, which was fine-tuned on the real training split; the report's headline figures come from it) and
-an optional external set. `assert_real_only` guards every evaluation set and raises on any other source.
+The imbalance use case adds two sets of one larger size, whose classes are balanced (every class topped up to the
+fold's majority count):
+
+- real+synthetic:    every real row of the fold plus synthetic pairs for the classes below the majority;
+- real+augmentation: the same real rows plus as many re-drawn copies of real rows of those classes (each copy is
+                     augmented anew by the training transforms): the reviewer's baseline for real+synthetic.
+
+When the synthetic pool holds fewer pairs of a class than a set needs, they are drawn with replacement (logged,
+counted as unique rows). Evaluation only ever sees real images: the validation split (model selection), the real
+test split (reported; never seen by the generator, which is fine-tuned on the training split) and an optional
+external set. `assert_real_only` guards every evaluation set and raises on any other source.
 """
 from __future__ import annotations
 
@@ -94,7 +102,8 @@ class SampleReport:
     with_replacement: list[str] | None = None
 
 
-def sample_per_class(pool: pd.DataFrame, counts: dict[str, int], seed: int, where: str) -> tuple[pd.DataFrame, SampleReport]:
+def sample_per_class(pool: pd.DataFrame, counts: dict[str, int], seed: int, where: str,
+                     what: str = "synthetic") -> tuple[pd.DataFrame, SampleReport]:
     """Draw counts[c] rows of class c from `pool`; without replacement when the pool has enough, otherwise
     with replacement (logged). A class missing from the pool raises DataError."""
     rng = np.random.default_rng(seed)
@@ -104,17 +113,23 @@ def sample_per_class(pool: pd.DataFrame, counts: dict[str, int], seed: int, wher
             continue
         candidates = pool[pool["category"] == category]
         if candidates.empty:
-            raise DataError(f"{where}: no synthetic training images of class {category!r}, but {n} are needed; "
-                            f"synthesize that class (synthesize stage) or drop the synthetic/hybrid train sets")
+            raise DataError(f"{where}: no {what} training images of class {category!r}, but {n} are needed; "
+                            f"synthesize that class (synthesize stage) or drop the sets that need it from train_sets")
         replace = len(candidates) < n
         if replace:
             replaced.append(category)
         idx = rng.choice(len(candidates), size=n, replace=replace)
         parts.append(candidates.iloc[idx])
     if replaced:
-        log.warning("%s: synthetic pool smaller than needed for %s; sampled with replacement", where, replaced)
+        log.info("%s: %s pool smaller than needed for %s; sampled with replacement", where, what, replaced)
     out = pd.concat(parts) if parts else pool.iloc[:0]
     return out, SampleReport(rows=len(out), unique=int(out["image_id"].nunique()), with_replacement=replaced)
+
+
+def balance_topup(counts: dict[str, int]) -> dict[str, int]:
+    """Rows to add per class so that every class reaches the majority count."""
+    top = max(counts.values(), default=0)
+    return {c: top - n for c, n in counts.items()}
 
 
 def hybrid_split(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
@@ -129,6 +144,10 @@ def hybrid_split(counts: dict[str, int]) -> tuple[dict[str, int], dict[str, int]
     return real, synthetic
 
 
+SYNTHETIC_SETS: tuple[str, ...] = ("synthetic", "hybrid", "real+synthetic")   # the sets that need the pool
+SAME_SIZE_SETS: tuple[str, ...] = ("real", "synthetic", "hybrid")
+
+
 @dataclass
 class TrainingSets:
     """The training frames of one fold and how they were drawn."""
@@ -139,34 +158,45 @@ class TrainingSets:
 
 def build_training_sets(fold_train: pd.DataFrame, synthetic_pool: pd.DataFrame | None, train_sets: list[str],
                         seed: int, where: str = "fold") -> TrainingSets:
-    """The real / synthetic / hybrid training frames of one fold, all of the same size and class mix."""
+    """The training frames of one fold (module docstring); `synthetic_unique` counts the distinct rows."""
     counts = fold_train["category"].value_counts().sort_index().to_dict()
     frames: dict[str, pd.DataFrame] = {}
     unique: dict[str, int] = {}
     resampled: dict[str, list[str]] = {}
-    needs_synthetic = any(s in ("synthetic", "hybrid") for s in train_sets)
-    if needs_synthetic and (synthetic_pool is None or synthetic_pool.empty):
-        raise DataError(f"{where}: the synthetic and hybrid training sets need synthetic training images, but the "
-                        f"synthetic dataset has none; run the synthesize stage first (dvc repro synthesize) or set "
-                        f"train_sets: [real]")
+    if any(s in SYNTHETIC_SETS for s in train_sets) and (synthetic_pool is None or synthetic_pool.empty):
+        raise DataError(f"{where}: the {', '.join(s for s in train_sets if s in SYNTHETIC_SETS)} training set(s) "
+                        f"need synthetic training images, but the synthetic dataset has none; run the synthesize "
+                        f"stage first (dvc repro synthesize) or set train_sets to sets without synthetic pairs")
+
+    def add(name: str, real_part: pd.DataFrame, extra: tuple[pd.DataFrame, SampleReport] | None) -> None:
+        if extra is None:
+            frames[name], unique[name] = real_part, len(real_part)
+            return
+        part, rep = extra
+        frames[name] = pd.concat([real_part, part])
+        unique[name] = int(real_part["image_id"].nunique()) + rep.unique * (name != "real+augmentation")
+        resampled[name] = rep.with_replacement or []
+
     if "real" in train_sets:
-        frames["real"] = fold_train
-        unique["real"] = len(fold_train)
+        add("real", fold_train, None)
     if "synthetic" in train_sets:
-        frame, rep = sample_per_class(synthetic_pool, counts, seed, f"{where} synthetic set")
-        frames["synthetic"] = frame
-        unique["synthetic"], resampled["synthetic"] = rep.unique, rep.with_replacement or []
+        add("synthetic", fold_train.iloc[:0], sample_per_class(synthetic_pool, counts, seed, f"{where} synthetic set"))
     if "hybrid" in train_sets:
         real_counts, synth_counts = hybrid_split(counts)
         real_part = pd.concat([fold_train[fold_train["category"] == c].sample(n=n, random_state=seed)
                                for c, n in real_counts.items() if n > 0])
-        synth_part, rep = sample_per_class(synthetic_pool, synth_counts, seed + 1, f"{where} hybrid set")
-        frames["hybrid"] = pd.concat([real_part, synth_part])
-        unique["hybrid"] = len(real_part) + rep.unique
-        resampled["hybrid"] = rep.with_replacement or []
-    sizes = {name: len(f) for name, f in frames.items()}
-    if len(set(sizes.values())) > 1:  # guaranteed by construction; a regression here would bias the comparison
-        raise AssertionError(f"{where}: training sets differ in size {sizes}")
+        add("hybrid", real_part, sample_per_class(synthetic_pool, synth_counts, seed + 1, f"{where} hybrid set"))
+    topup = balance_topup(counts)
+    if "real+synthetic" in train_sets:
+        add("real+synthetic", fold_train,
+            sample_per_class(synthetic_pool, topup, seed + 2, f"{where} real+synthetic set"))
+    if "real+augmentation" in train_sets:
+        add("real+augmentation", fold_train,
+            sample_per_class(fold_train, topup, seed + 3, f"{where} real+augmentation set", what="real"))
+    for group in (SAME_SIZE_SETS, ("real+synthetic", "real+augmentation")):
+        sizes = {name: len(f) for name, f in frames.items() if name in group}
+        if len(set(sizes.values())) > 1:  # guaranteed by construction; a regression would bias the comparison
+            raise AssertionError(f"{where}: training sets differ in size {sizes}")
     return TrainingSets(frames=frames, synthetic_unique=unique, resampled_classes=resampled)
 
 

@@ -32,17 +32,23 @@ class CVJob:
     cfg: Resolved
     arch: str
     fingerprint: str
+    seed: int                                        # the protocol repetition: fold shuffle and initial weights
     fold: int
     train_set: str
     frame: pd.DataFrame                              # training rows (real and/or synthetic, with their roots)
     eval_frames: dict[str, pd.DataFrame]             # val / test / external rows (real only)
-    eval_keys: dict[str, str]                        # name -> cache key (the test split is shared by all jobs)
     categories: list[str]
+    steps: int = 0                                   # > 0: optimiser steps (equal_steps), else epochs
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def key(self) -> tuple[str, int, str]:
-        return self.arch, self.fold, self.train_set
+    def key(self) -> tuple[str, int, int, str]:
+        return self.arch, self.seed, self.fold, self.train_set
+
+    @property
+    def run_seed(self) -> int:
+        """Seed of this training's weights, order and augmentation (shared by the training sets of a fold)."""
+        return self.seed * 1000 + self.fold
 
 
 @dataclass
@@ -85,9 +91,9 @@ class JobRunner:
 
     def run(self, job: CVJob) -> JobResult:
         task, cfg = job.task, job.cfg
-        settings, eval_settings = job_settings(cfg, self.device, job.arch, job.fold, job.train_set)
-        train_tf = build_transforms(task.transform_kind, cfg.image_size, train=True, seed=cfg.seed + job.fold)
-        torch.manual_seed(cfg.seed + job.fold)  # same initial weights for the training sets of a fold
+        settings, eval_settings = job_settings(cfg, self.device, job)
+        train_tf = build_transforms(task.transform_kind, cfg.image_size, train=True, seed=job.run_seed)
+        torch.manual_seed(job.run_seed)  # same initial weights for the training sets of a fold
         model = task.create(job.arch, cfg, len(job.categories))
         train_ds = cv.make_dataset(job.frame, train_tf, job.categories, require_mask=task.needs_masks)
         history = task.train(model, train_ds, settings)
@@ -107,26 +113,26 @@ class JobRunner:
             yield self.run(job)
 
     def _eval_dataset(self, job: CVJob, name: str, frame: pd.DataFrame) -> Dataset:
-        key = (job.eval_keys.get(name, f"{name}:{job.fold}"), job.cfg.image_size, job.task.transform_kind)
+        # every job evaluates on the same val / test / external rows: built once, kept in memory
+        key = (name, len(frame), job.cfg.image_size, job.task.transform_kind)
         if key not in self._eval_cache:
             tf = build_transforms(job.task.transform_kind, job.cfg.image_size, train=False)
             ds = cv.make_eval_dataset(frame, tf, job.categories, f"{name} set", job.task.needs_masks)
             if job.cfg.image_size > CACHE_EVAL_MAX_SIZE:
                 return ds
-            if not key[0].startswith("shared:"):
-                self._eval_cache = {k: v for k, v in self._eval_cache.items() if k[0].startswith("shared:")}
             self._eval_cache[key] = CachedDataset(ds)
         return self._eval_cache[key]
 
 
-def job_settings(cfg: Resolved, device: torch.device, arch: str, fold: int,
-                 train_set: str) -> tuple[TrainSettings, TrainSettings]:
+def job_settings(cfg: Resolved, device: torch.device, job: CVJob) -> tuple[TrainSettings, TrainSettings]:
     """Training and evaluation settings of one training."""
     pin = cfg.pin_memory and device.type == "cuda"
     train = TrainSettings(
-        epochs=cfg.epochs_for(arch), batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        lr_schedule=cfg.lr_schedule, device=str(device), amp=cfg.amp, num_workers=cfg.num_workers,
-        pin_memory=pin, seed=cfg.seed + fold, progress=cfg.progress, desc=f"{arch} fold {fold} {train_set}")
+        epochs=cfg.epochs_for(job.arch), steps=job.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule, device=str(device), amp=cfg.amp,
+        num_workers=cfg.num_workers, pin_memory=pin, seed=job.run_seed, progress=cfg.progress,
+        class_balance=cfg.class_balance if job.task.name == "classify" else "none",
+        desc=f"{job.arch} seed {job.seed} fold {job.fold} {job.train_set}")
     evaluate = TrainSettings(batch_size=cfg.eval_batch_size, device=str(device), amp=cfg.amp,
                              num_workers=cfg.num_workers, pin_memory=pin)
     return train, evaluate

@@ -10,8 +10,10 @@ import numpy as np  # noqa: E402
 
 from components.images import overlay, pair_grid  # noqa: E402
 
-TRAIN_SET_COLOURS = {"real": "#4C72B0", "synthetic": "#DD8452", "hybrid": "#55A868"}
-TRAIN_SET_LABELS = {"real": "Real only", "synthetic": "Synth only", "hybrid": "50% Real + 50% Synth"}
+TRAIN_SET_COLOURS = {"real": "#4C72B0", "synthetic": "#DD8452", "hybrid": "#55A868", "real+synthetic": "#C44E52",
+                     "real+augmentation": "#8172B3"}
+TRAIN_SET_LABELS = {"real": "Real only", "synthetic": "Synth only", "hybrid": "50% Real + 50% Synth",
+                    "real+synthetic": "Real + Synth (balanced)", "real+augmentation": "Real + Aug (balanced)"}
 
 
 def confusion_figure(cm: np.ndarray, categories: list[str], title: str) -> plt.Figure:
@@ -71,6 +73,8 @@ def bar_figure(panels: list[tuple[dict[str, dict[str, tuple[float, float]]], str
         axes[0][0].text(0.5, 0.5, "no results recorded", ha="center", va="center")
         axes[0][0].axis("off")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    handles = [matplotlib.patches.Patch(color=c, label=TRAIN_SET_LABELS[s]) for s, c in TRAIN_SET_COLOURS.items()]
+    shown = {s for table, _, _ in panels for by_set in table.values() for s in by_set}
+    handles = [matplotlib.patches.Patch(color=c, label=TRAIN_SET_LABELS[s]) for s, c in TRAIN_SET_COLOURS.items()
+               if s in shown or not shown]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
     return fig

@@ -1,6 +1,8 @@
-"""Paper-style tables built from recorded results: Table 1 (image quality), Table 2 (real / synthetic / hybrid),
-Table 3 (external set). Nothing is recomputed: Table 1 reads metrics/quality.json, Tables 2 and 3 read the
-per-fold results CSVs of the classify and segment stages and aggregate them (mean ± sample std over folds).
+"""Paper-style tables built from recorded results: Table 1 (image quality), Table 2 (every training set),
+Table 3 (external set) and the verdict (each training set against real-only with 95 % intervals). Nothing is
+recomputed: Table 1 reads metrics/quality.json, Tables 2 and 3 read the per-run results CSVs of the classify and
+segment stages and aggregate them (mean ± sample std over seeds × folds), the verdict reads the comparisons the
+stages wrote into their metrics files.
 """
 from __future__ import annotations
 
@@ -11,20 +13,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.downstream import intervals
 from components.downstream.plots import TRAIN_SET_LABELS
 
 DISPLAY_NAMES = {
     "densenet121": "DenseNet121", "resnet34": "ResNet34", "squeezenet1_1": "SqueezeNet1.1",
     "swin": "Swin Transformer", "tiny_cnn": "Tiny CNN (test)",
     "unet_resnet34": "U-Net (ResNet34)", "deeplabv3plus_resnet50": "DeepLabV3+ (ResNet50)",
-    "tiny_unet": "Tiny U-Net (test)",
+    "tiny_unet": "Tiny U-Net (test)", "small_cnn": "Small CNN", "unet_resnet18": "U-Net (ResNet18)",
 }
 CLASSIFY_COLUMNS = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("precision", "Precision"),
                     ("f1", "F1score")]
 SEGMENT_COLUMNS = [("dice", "Dice"), ("iou", "IoU"), ("asd", "ASD"), ("hd", "HD"), ("hd95", "HD95")]
 PERCENT = {"accuracy", "sensitivity", "precision", "f1", "balanced_accuracy", "overall_accuracy", "dice", "iou"}
-TRAIN_SET_ORDER = ("real", "synthetic", "hybrid")
-TABLE3_LABELS = {"real": "Real", "synthetic": "Synth", "hybrid": "Hybrid"}
+TRAIN_SET_ORDER = ("real", "synthetic", "hybrid", "real+synthetic", "real+augmentation")
+TABLE3_LABELS = {"real": "Real", "synthetic": "Synth", "hybrid": "Hybrid", "real+synthetic": "Real+Synth",
+                 "real+augmentation": "Real+Aug"}
 
 
 @dataclass
@@ -98,8 +102,49 @@ def aggregate(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------- Table 1
+T1_TITLES = {"real_train_vs_real_test": "Real Train vs Real Test",
+             "real_train_vs_synthetic_train": "Real Train vs Synth Train"}
+
+
+def _t1_number(v) -> str:
+    if not isinstance(v, (int, float)) or not np.isfinite(v):
+        return "–"
+    return f"{v:.2e}" if v != 0 and abs(v) < 1e-3 else f"{v:.4f}"
+
+
+def _t1_share(k: int, n: int) -> str:
+    return f"{k} / {n} ({100.0 * k / n:.1f} %)" if n else "–"
+
+
+def _t1_summary_lines(data: dict) -> list[str]:
+    """One line each on the rejection filter, the memorisation audit and Table 1b, from the quality metrics."""
+    lines = []
+    f = data.get("rejection_filter", {})
+    if f.get("recorded"):
+        before, after = f.get("before", {}), f.get("after", {})
+        lines.append(f"Rejection filter: {_t1_share(f['rejected_attempts'], f['attempts'])} of the attempts "
+                     f"rejected, {_t1_share(f['never_passed'], f['planned'])} of the planned samples never passed; "
+                     f"mask area fraction {_t1_number(before.get('area_fraction_mean'))} before and "
+                     f"{_t1_number(after.get('area_fraction_mean'))} after the filter (W1 to real train "
+                     f"{_t1_number(before.get('w1_area_fraction'))} → {_t1_number(after.get('w1_area_fraction'))}).")
+    mem = data.get("memorisation", {})
+    if mem.get("recorded"):
+        lines.append(f"Memorisation: near-copy = nearest real training image closer than {mem['near_copy_ratio']} × "
+                     f"the median real–real nearest-neighbour distance ({mem['size']} px pixels, flips/rotations "
+                     f"included); the real test row is the audit's false-alarm level.")
+    fa = data.get("faithfulness", {})
+    if fa.get("per_class"):
+        cells = [f"{c} {100 * r['real_test']['recall']:.0f} → {100 * r['synthetic']['recall']:.0f}"
+                 for c, r in fa["per_class"].items() if "real_test" in r and "synthetic" in r]
+        lines.append(f"Table 1b (per-class recall %, real test → synthetic, of a classifier trained on real training "
+                     f"images): {', '.join(cells)}; balanced accuracy "
+                     f"{100 * fa['real_test_balanced_accuracy']:.1f} → {100 * fa['synthetic_balanced_accuracy']:.1f}.")
+    return lines
+
+
 def table1(quality_json: str | Path) -> Table:
-    """Table 1 from the quality stage's metrics, or a table that says the stage has not run."""
+    """Table 1 from the quality stage's metrics (n of both rows, KID ± standard error, near-copies, the filter,
+    faithfulness and the protocol), or a table that says the stage has not run."""
     path = Path(quality_json)
     title = "Table 1. Image quality assessment for generated images"
     if not path.is_file():
@@ -110,24 +155,35 @@ def table1(quality_json: str | Path) -> Table:
     fd_key, kid_key = data.get("fd_key", "fid"), data.get("kid_key", "kid")
     columns = [(fd_key, fd_key.upper() if fd_key == "fid" else fd_key), (kid_key, kid_key),
                ("lpips", "LPIPS"), ("ms_ssim", "MS-SSIM"), ("consistency_dice", "mask–segmenter Dice")]
-    titles = {"real_train_vs_real_test": "Real Train vs Real Test",
-              "real_train_vs_synthetic_train": "Real Train vs Synth Train"}
-    comparisons = {k: v for k, v in data.items() if isinstance(v, dict) and ("n_a" in v or k in titles)}
+    comparisons = {k: v for k, v in data.items() if isinstance(v, dict) and ("n_a" in v or k in T1_TITLES)}
     records, rows = [], []
     for key, values in comparisons.items():
-        rec = {"comparison": titles.get(key, key)}
+        rec = {"comparison": T1_TITLES.get(key, key), "n_a": values.get("n_a"), "n_b": values.get("n_b")}
         cells = [rec["comparison"]]
         for m, _ in columns:
             v = values.get(m)
             rec[m] = v if isinstance(v, (int, float)) else np.nan
-            cells.append(f"{v:.4f}" if isinstance(v, (int, float)) and np.isfinite(v) else "–")
+            cell = _t1_number(v)
+            if m == kid_key and isinstance(values.get(f"{kid_key}_se"), (int, float)):
+                rec[f"{kid_key}_se"] = values[f"{kid_key}_se"]
+                cell += f" ± {_t1_number(values[f'{kid_key}_se'])}"
+            cells.append(cell)
+        cells.append(f"{values.get('n_a', '–')} / {values.get('n_b', '–')}")
+        mem = values.get("memorisation")
+        if mem:
+            rec.update(near_copies=mem["near_copies"], n_audited=mem["n"])
+        cells.append(_t1_share(mem["near_copies"], mem["n"]) if mem else "not recorded")
         records.append(rec)
         rows.append(cells)
+    header = ["Data for calculations"] + [t for _, t in columns] + ["n (A / B)", "near-copies (B)"]
     notes = [f"Feature space: {data.get('feature_space', 'unknown')}."]
     if data.get("lpips_reason"):
         notes.append(f"LPIPS unavailable: {data['lpips_reason']}.")
-    md = (f"### {title}\n\n" + _markdown(["Data for calculations"] + [t for _, t in columns], rows)
-          + "\n\n" + " ".join(notes) + f" Source: {path}.\n")
+    notes += data.get("notes", [])
+    md = f"### {title}\n\n" + _markdown(header, rows) + "\n\n" + " ".join(notes) + f" Source: {path}.\n"
+    extra = _t1_summary_lines(data) + ([data["protocol"]] if data.get("protocol") else [])
+    if extra:
+        md += "\n" + "\n\n".join(extra) + "\n"
     return Table(md, pd.DataFrame(records))
 
 
@@ -136,7 +192,7 @@ def _task_block(agg: pd.DataFrame, columns: list[tuple[str, str]], eval_set: str
                 set_labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     header = ["Models", "Train Dataset"] + [t for _, t in columns]
     if cv_metric:
-        header.append(f"{dict(columns)[cv_metric]} (CV folds)")
+        header.append(f"{dict(columns)[cv_metric]} (validation)")
     rows = []
     sub = agg[agg["eval_set"] == eval_set]
     for arch in dict.fromkeys(sub["arch"]):
@@ -157,8 +213,8 @@ def _task_block(agg: pd.DataFrame, columns: list[tuple[str, str]], eval_set: str
 
 
 def table2(classify: pd.DataFrame, segment: pd.DataFrame) -> Table:
-    """Table 2: real / synthetic / hybrid per architecture on the real test split, CV-fold scores beside."""
-    title = "Table 2. Classification and segmentation on real / synthetic / hybrid training data"
+    """Table 2: every training set per architecture on the real test split, validation scores beside."""
+    title = "Table 2. Classification and segmentation by training set"
     parts, frames = [f"### {title}", ""], []
     for df, columns, cv_metric, name in ((classify, CLASSIFY_COLUMNS, "f1", "classification"),
                                          (segment, SEGMENT_COLUMNS, "dice", "segmentation")):
@@ -169,12 +225,16 @@ def table2(classify: pd.DataFrame, segment: pd.DataFrame) -> Table:
         frames.append(agg[agg["eval_set"].isin(["test", "val"])])
         header, rows = _task_block(agg, columns, "test", cv_metric, TRAIN_SET_LABELS)
         parts += [_markdown(header, rows), ""]
-    parts += ["Mean ± sample standard deviation over the cross-validation folds (one model per fold and training "
-              "set). Headline columns: the real test split, which the generator never saw; the last column: the "
-              "folds' held-out real images. Accuracy is the macro (mean per-class) accuracy, which equals the macro "
-              "sensitivity; precision and F1 are macro averages; Accuracy..F1, Dice and IoU in %, ASD / HD / HD95 "
-              "in pixels at the segmentation input size. Training sets of one fold have identical size and class "
-              "mix; evaluation uses real images only.", ""]
+    parts += ["Mean ± sample standard deviation over the runs (one model per seed × fold and training set). "
+              "Headline columns: the real test split, which the generator never saw and nothing is chosen on; the "
+              "last column: the real validation split, which selects the checkpoints and the registry's "
+              "challenger. Accuracy is the macro (mean per-class) accuracy, which equals the macro sensitivity; "
+              "precision and F1 are macro averages; Accuracy..F1, Dice and IoU in %, ASD / HD / HD95 in pixels at "
+              "the segmentation input size. Real only, Synth only and 50/50 hybrid of one fold have identical size "
+              "and class mix; the two balanced sets keep every real image of the fold and top each class up to "
+              "the majority count with synthetic pairs or with augmented copies of real images. Every set of a "
+              "fold trains for the same number of optimiser steps (equal_steps). Evaluation uses real images only.",
+              ""]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     note = "" if frames else "no downstream results recorded"
     return Table("\n".join(parts), frame, note)
@@ -208,3 +268,51 @@ def bar_table(agg: pd.DataFrame, metric: str, eval_set: str = "test") -> dict[st
     for _, r in agg[agg["eval_set"] == eval_set].iterrows():
         out.setdefault(r["model"], {})[r["train_set"]] = (float(r[f"{metric}_mean"]), float(r[f"{metric}_std"]))
     return out
+
+
+def verdict_table(classify_metrics: str | Path, segment_metrics: str | Path) -> Table:
+    """Each training set against real-only on the real test split, per task and architecture: Δ with its paired
+    bootstrap 95 % interval, the spread over runs and the verdict (from the comparisons in the metrics files)."""
+    title = "Does it help? Each training set against real-only on the real test split"
+    parts, frames, every = [f"### {title}", ""], [], []
+    for path, name, stage in ((Path(classify_metrics), "Classification", "classify"),
+                              (Path(segment_metrics), "Segmentation", "segment")):
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        found = recorded.get("comparisons", [])
+        if not found:
+            parts += [f"{name}: no comparison recorded (needs `real` and another set in {stage}.train_sets; "
+                      f"`dvc repro {stage}`).", ""]
+            continue
+        for arch in dict.fromkeys(c["arch"] for c in found):
+            rows = [intervals.Comparison(**{k: v for k, v in c.items() if k != "arch"}) for c in found
+                    if c["arch"] == arch]
+            every += rows
+            parts += [f"**{name}, {display_name(arch)}**", "",
+                      intervals.comparisons_markdown(rows, TRAIN_SET_LABELS, recorded.get("categories")), ""]
+            frame = intervals.comparisons_frame(rows)
+            frame.insert(0, "arch", arch)
+            frame.insert(0, "task", name.lower())
+            frames.append(frame)
+        baseline = recorded.get("feature_baseline")
+        if baseline:
+            parts += [_baseline_line(name, baseline, recorded.get("minority_classes") or []), ""]
+        if recorded.get("minority_classes"):
+            parts += [f"Minority recall: mean recall of {', '.join(recorded['minority_classes'])} (the classes whose "
+                      f"real training count is below half of the median class count).", ""]
+    if every:
+        parts += [intervals.protocol_note(every), ""]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return Table("\n".join(parts), frame, "" if frames else "no comparison recorded")
+
+
+def _baseline_line(task: str, scores: dict, minority: list[str]) -> str:
+    """How strong the judges are: the feature baseline's test-split scores, for comparison with the real-only row."""
+    if task == "Classification":
+        values = [f"macro F1 {100 * scores['f1']:.1f} %", f"balanced accuracy {100 * scores['balanced_accuracy']:.1f} %"]
+        recalls = [scores["per_class_recall"][c] for c in minority if c in scores.get("per_class_recall", {})]
+        if recalls:
+            values.append(f"minority recall {100 * float(np.mean(recalls)):.1f} %")
+    else:
+        values = [f"Dice {100 * scores['dice']:.1f} %", f"HD95 {scores['hd95']:.1f} px"]
+    return (f"Feature baseline on the same {scores.get('n_eval', '?')} test images ({scores.get('method', '')}): "
+            f"{', '.join(values)}. A judge far below it says little about the data.")

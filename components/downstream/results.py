@@ -1,8 +1,8 @@
 """The per-fold results table every summary, plot and report is built from.
 
-One CSV row per (architecture, training set, fold, evaluation set) with the config fingerprint, the scores and
-run bookkeeping. A (fingerprint, arch, train_set, fold) whose rows are all present is finished: a rerun skips
-it. The file is rewritten atomically after every training, so an interruption loses at most one training.
+One CSV row per (architecture, training set, seed, fold, evaluation set) with the config fingerprint, the scores
+and run bookkeeping. A (fingerprint, arch, train_set, seed, fold) whose rows are all present is finished: a rerun
+skips it. The file is rewritten atomically after every training, so an interruption loses at most one training.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pandas as pd
 
 from components import atomic
 
-KEY_COLUMNS: tuple[str, ...] = ("fingerprint", "task", "arch", "train_set", "fold", "eval_set")
+KEY_COLUMNS: tuple[str, ...] = ("fingerprint", "task", "arch", "train_set", "seed", "fold", "eval_set")
 EVAL_SETS: tuple[str, ...] = ("val", "test", "external")
-# Human labels of the evaluation sets (val = the fold's held-out real images).
-EVAL_SET_LABELS = {"val": "CV fold (real held-out)", "test": "real test split", "external": "external set"}
+# Human labels of the evaluation sets (val = the real validation split, which selects models).
+EVAL_SET_LABELS = {"val": "real validation split", "test": "real test split", "external": "external set"}
 
 
 class ResultStore:
@@ -30,14 +30,16 @@ class ResultStore:
                                                     "eval_set": str, "task": str, "run_id": str})
         else:
             self.df = pd.DataFrame(columns=list(KEY_COLUMNS))
+        if "seed" not in self.df.columns:   # rows of a version without repeated seeds: never current
+            self.df["seed"] = -1
 
-    def done(self, fingerprint: str, arch: str, train_set: str, fold: int, eval_sets: list[str]) -> bool:
+    def done(self, fingerprint: str, arch: str, train_set: str, seed: int, fold: int, eval_sets: list[str]) -> bool:
         """True when every evaluation of this training is recorded under this fingerprint."""
         if self.df.empty:
             return False
         d = self.df
         hit = d[(d["fingerprint"] == fingerprint) & (d["arch"] == arch) & (d["train_set"] == train_set)
-                & (d["fold"].astype(int) == int(fold))]
+                & (d["seed"].astype(int) == int(seed)) & (d["fold"].astype(int) == int(fold))]
         return set(eval_sets) <= set(hit["eval_set"])
 
     def add(self, rows: list[dict]) -> None:
@@ -76,7 +78,8 @@ def current_rows(df: pd.DataFrame, fingerprints: dict[str, str]) -> pd.DataFrame
 
 
 def summarise(df: pd.DataFrame, metrics: tuple[str, ...]) -> dict:
-    """{arch: {train_set: {eval_set: {metric: {mean, std, n}}}}}; std is the sample std over folds (ddof=1)."""
+    """{arch: {train_set: {eval_set: {metric: {mean, std, n}}}}}; std is the sample std over the runs (seeds ×
+    folds, ddof=1)."""
     out: dict = {}
     if df.empty:
         return out

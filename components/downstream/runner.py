@@ -2,11 +2,13 @@
 
     summary = run_cv(SegmentationTask(), resolve(cfg, "segment"))
 
-For each architecture and each fold × training set: build the training set (cv.build_training_sets), train,
-evaluate on the fold's held-out real images, the real test split and the optional external set, record the
-rows in <out_dir>/results.csv and keep the best checkpoint per (architecture, training set) by the held-out
-fold score. A training whose rows are recorded under the current config fingerprint is skipped, so an
-interrupted run resumes where it stopped.
+For each architecture and each seed × fold × training set: build the training set (cv.build_training_sets),
+train, evaluate on the real validation split, the real test split and the optional external set, record the
+rows in <out_dir>/results.csv and the per-image outputs under <out_dir>/predictions/, and keep the best
+checkpoint per (architecture, training set) by the validation score (the test split is only reported). A training
+whose rows are recorded under the current config fingerprint is skipped, so an interrupted run resumes where it
+stopped. The summary compares every training set with real-only on the test split (components.downstream
+.comparisons: paired bootstrap intervals and a verdict).
 
 The runner knows nothing of tracking: it reports through a `CVCallbacks` object (every method a no-op here).
 `components.tracking.cv_runs` implements it with one MLflow run per architecture, a child run per training,
@@ -19,7 +21,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,11 +31,12 @@ import torch
 import components
 from components import atomic
 from components.data import manifest
-from components.downstream import cv, plots
+from components.downstream import comparisons, cv, plots
 from components.downstream.config import Resolved
 from components.downstream.results import ResultStore, current_rows, summarise, summed_confusion
 from components.downstream.tasks import Evaluation, better
 from components.downstream.cv_jobs import CVJob, Executor, JobResult, JobRunner
+from components.downstream.predictions import prediction_file, write_predictions
 from components.errors import DataError
 from components.hashing import dvc_md5
 from components.images import save_figure
@@ -82,7 +85,7 @@ def load_external(cfg: Resolved, categories: list[str], needs_masks: bool) -> tu
 
 
 # The code whose change changes results: part of the fingerprint, so a rerun after such a change retrains.
-RESULT_CODE = ("components/downstream/training.py", "components/downstream/classifiers.py",
+RESULT_CODE = ("components/downstream/training.py", "components/downstream/cv_jobs.py", "components/downstream/classifiers.py",
                "components/downstream/segmenters.py", "components/downstream/cv.py", "components/downstream/tasks.py",
                "components/downstream/metrics.py", "components/data/transforms.py", "components/data/torch_dataset.py")
 
@@ -104,7 +107,7 @@ def code_hash() -> str:
 
 
 def checkpoint_path(out_dir: str | Path, arch: str, train_set: str) -> Path:
-    """Best checkpoint of one architecture trained on one training set (chosen by held-out fold score)."""
+    """Best checkpoint of one architecture trained on one training set (chosen by the validation score)."""
     return Path(out_dir) / arch / f"{train_set}.pt"
 
 
@@ -147,7 +150,8 @@ class CVCallbacks:
         yield
 
     @contextlib.contextmanager
-    def training(self, arch: str, fold: int, train_set: str, fingerprint: str, info: dict[str, Any]) -> Iterator[str]:
+    def training(self, arch: str, seed: int, fold: int, train_set: str, fingerprint: str,
+                 info: dict[str, Any]) -> Iterator[str]:
         """Around one training and its evaluations; yields the id recorded with its rows ('' when untracked)."""
         yield ""
 
@@ -162,7 +166,7 @@ class CVCallbacks:
         """Mean/std over folds per training set and evaluation set, and the summary figures saved for `arch`."""
 
     def best_model(self, arch: str, fingerprint: str, path: Path, meta: dict[str, Any]) -> None:
-        """The best checkpoint of `arch` over all training sets (by held-out fold score)."""
+        """The best checkpoint of `arch` over all training sets (by the validation score)."""
 
     def finished(self, result: dict[str, Any], results_csv: Path) -> None:
         """Every training is recorded; `result` is what was written to the metrics file."""
@@ -173,6 +177,7 @@ class CVInputs:
     """Everything the protocol reads: real splits, the synthetic pool, the optional external set."""
     categories: list[str]
     real_train: pd.DataFrame
+    real_val: pd.DataFrame
     real_test: pd.DataFrame
     pool: pd.DataFrame | None
     external: pd.DataFrame | None
@@ -193,6 +198,7 @@ class _Run:
     store: ResultStore
     execute: Executor
     counts: dict[str, int]
+    comparisons: list[dict] = field(default_factory=list)
 
 
 def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None, executor: Executor | None = None) -> dict:
@@ -211,12 +217,14 @@ def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None, executor: 
     run = _Run(task=task, cfg=cfg, inputs=inputs, callbacks=callbacks,
                store=ResultStore(Path(cfg.out_dir) / "results.csv"),
                execute=executor or JobRunner(cfg.device).map, counts={"trained": 0, "skipped": 0})
-    folds = cv.stratified_folds(inputs.real_train["category"], cfg.n_folds, cfg.seed)
-    total = len(cfg.architectures) * cfg.n_folds * len(cfg.train_sets)
+    folds = {seed: cv.stratified_folds(inputs.real_train["category"], cfg.n_folds, seed) for seed in cfg.seeds}
+    total = len(cfg.architectures) * len(cfg.seeds) * cfg.n_folds * len(cfg.train_sets)
     with progress_bar(total=total, desc=f"{task.name} CV", disable=not cfg.progress, unit="model") as bar:
         for arch in cfg.architectures:
             _run_architecture(run, arch, fingerprints[arch], folds, bar)
+    baseline = feature_baseline(task, cfg, inputs) if cfg.feature_baseline else None
     result = _result(run, fingerprints, started)
+    result["feature_baseline"] = baseline
     atomic.write_json(cfg.metrics_file, result)
     callbacks.finished(result, run.store.path)
     return result
@@ -230,19 +238,21 @@ def read_inputs(task, cfg: Resolved) -> CVInputs:
         manifest.require_masks(real_df, cfg.real_dir, task.name)
     real_df = cv.with_root(real_df, cfg.real_dir)
     cv.assert_real_only(real_df, f"{cfg.real_dir}/{manifest.MANIFEST_NAME}")
-    real_train = real_df[real_df["split"] == "train"].reset_index(drop=True)
-    real_test = real_df[real_df["split"] == "test"].reset_index(drop=True)
-    if real_train.empty or real_test.empty:
+    parts = {split: real_df[real_df["split"] == split].reset_index(drop=True) for split in manifest.SPLITS}
+    empty = [split for split, part in parts.items() if part.empty]
+    if empty:
         counts = real_df["split"].value_counts().to_dict()
-        raise DataError(f"{cfg.real_dir}: needs both 'train' and 'test' rows (has {counts})")
+        raise DataError(f"{cfg.real_dir}/{manifest.MANIFEST_NAME}: no {' or '.join(repr(e) for e in empty)} rows "
+                        f"(has {counts}); the protocol trains on 'train', selects on 'val' and reports 'test': "
+                        f"rerun prepare with test_fraction and val_fraction > 0 (e.g. 0.2 and 0.15)")
     pool = _synthetic_pool(task, cfg) if uses_synthetic(cfg) else None
     external, note = load_external(cfg, categories, task.needs_masks)
-    return CVInputs(categories, real_train, real_test, pool, external, note)
+    return CVInputs(categories, parts["train"], parts["val"], parts["test"], pool, external, note)
 
 
 def uses_synthetic(cfg: Resolved) -> bool:
     """Whether a configured training set draws on the synthetic dataset."""
-    return any(s in ("synthetic", "hybrid") for s in cfg.train_sets)
+    return any(s in cv.SYNTHETIC_SETS for s in cfg.train_sets)
 
 
 def _synthetic_pool(task, cfg: Resolved) -> pd.DataFrame:
@@ -266,8 +276,8 @@ def _fingerprints(cfg: Resolved, inputs: CVInputs) -> dict[str, str]:
     return {arch: cfg.fingerprint(arch, data_hashes) for arch in cfg.architectures}
 
 
-def _run_architecture(run: _Run, arch: str, fp: str, folds, bar) -> None:
-    """Every pending fold × training set of one architecture, its summary and its best checkpoint."""
+def _run_architecture(run: _Run, arch: str, fp: str, folds: dict[int, list], bar) -> None:
+    """Every pending seed × fold × training set of one architecture, its summary and its best checkpoint."""
     jobs = list(_pending_jobs(run, arch, fp, folds, bar))
     with run.callbacks.architecture(arch, fp, run.cfg.epochs_for(arch)):
         for result in run.execute(jobs):
@@ -275,36 +285,84 @@ def _run_architecture(run: _Run, arch: str, fp: str, folds, bar) -> None:
             run.counts["trained"] += 1
             bar.update(1)
         rows = current_rows(run.store.df, {arch: fp})
+        run.comparisons += _comparisons(run, arch, fp, rows)
         run.callbacks.architecture_done(arch, _summary_metrics(run, arch, rows), _summary_figures(run, arch, rows))
         best = best_checkpoint(run.task, run.cfg, arch, fp)
         if best is not None:
             run.callbacks.best_model(arch, fp, *best)
 
 
-def _pending_jobs(run: _Run, arch: str, fp: str, folds, bar) -> Iterator[CVJob]:
-    """The trainings of `arch` not yet recorded under its fingerprint, fold by fold (recorded ones are counted)."""
+def _pending_jobs(run: _Run, arch: str, fp: str, folds: dict[int, list], bar) -> Iterator[CVJob]:
+    """The trainings of `arch` not yet recorded under its fingerprint, seed by seed and fold by fold (recorded ones
+    are counted)."""
     cfg, inputs = run.cfg, run.inputs
-    shared = {"test": inputs.real_test, **({"external": inputs.external} if inputs.external is not None else {})}
-    for fold, (tr_idx, va_idx) in enumerate(folds):
-        pending = [s for s in cfg.train_sets if not run.store.done(fp, arch, s, fold, inputs.eval_names)]
-        skipped = len(cfg.train_sets) - len(pending)
-        bar.update(skipped)
-        run.counts["skipped"] += skipped
-        if not pending:
-            continue
-        fold_train = cv.cap_stratified(inputs.real_train.iloc[tr_idx], cfg.max_train_images, cfg.seed + fold)
-        sets = cv.build_training_sets(fold_train, inputs.pool, pending, cfg.seed + fold, where=f"fold {fold}")
-        eval_frames = {"val": inputs.real_train.iloc[va_idx], **shared}
-        eval_keys = {"val": f"val:{fold}", **{name: f"shared:{name}" for name in shared}}
-        for train_set in pending:
-            frame = sets.frames[train_set]
-            n_real = int((frame["source"] == "real").sum())
-            info = {"n_train": len(frame), "n_train_real": n_real, "n_train_synthetic": len(frame) - n_real,
-                    "n_train_unique": sets.synthetic_unique.get(train_set, len(frame)),
-                    "resampled_classes": ",".join(sets.resampled_classes.get(train_set, [])),
-                    "epochs": cfg.epochs_for(arch)}
-            yield CVJob(run.task, cfg, arch, fp, fold, train_set, frame, eval_frames, eval_keys,
-                        inputs.categories, info)
+    eval_frames = {"val": inputs.real_val, "test": inputs.real_test,
+                   **({"external": inputs.external} if inputs.external is not None else {})}
+    for seed, seed_folds in folds.items():
+        for fold, (tr_idx, _) in enumerate(seed_folds):
+            pending = [s for s in cfg.train_sets if not run.store.done(fp, arch, s, seed, fold, inputs.eval_names)]
+            skipped = len(cfg.train_sets) - len(pending)
+            bar.update(skipped)
+            run.counts["skipped"] += skipped
+            if not pending:
+                continue
+            fold_train = cv.cap_stratified(inputs.real_train.iloc[tr_idx], cfg.max_train_images, seed * 1000 + fold)
+            where = f"seed {seed} fold {fold}"
+            sets = cv.build_training_sets(fold_train, inputs.pool, pending, seed * 1000 + fold, where=where)
+            steps = cfg.epochs_for(arch) * _batches(len(fold_train), cfg.batch_size) if cfg.equal_steps else 0
+            for train_set in pending:
+                frame = sets.frames[train_set]
+                n_real = int((frame["source"] == "real").sum())
+                info = {"n_train": len(frame), "n_train_real": n_real, "n_train_synthetic": len(frame) - n_real,
+                        "n_train_unique": sets.synthetic_unique.get(train_set, len(frame)),
+                        "resampled_classes": ",".join(sets.resampled_classes.get(train_set, [])),
+                        "epochs": cfg.epochs_for(arch), "steps": steps or _batches(len(frame), cfg.batch_size)
+                        * cfg.epochs_for(arch)}
+                yield CVJob(run.task, cfg, arch, fp, seed, fold, train_set, frame, eval_frames, inputs.categories,
+                            steps=steps, info=info)
+
+
+def feature_baseline(task, cfg: Resolved, inputs: CVInputs) -> dict:
+    """The test-split scores of the simple feature baseline (components.downstream.feature_baseline): gradient
+    boosting on colour / shape / texture features fitted on the whole real training split (classification), Otsu
+    thresholding (segmentation, at the judges' image size). Kept in <out_dir>/feature_baseline.json for the same
+    data, size and code."""
+    from components.downstream import feature_baseline as fb
+
+    key = {"task": task.name, "real": _data_hash(cfg.real_dir), "image_size": cfg.image_size,
+           "code": dvc_md5(fb.__file__)}
+    path = Path(cfg.out_dir) / "feature_baseline.json"
+    if path.is_file() and json.loads(path.read_text()).get("key") == key:
+        return json.loads(path.read_text())["scores"]
+    log.info("%s: scoring the feature baseline on the real test split", task.name)
+    if task.name == "classify":
+        found = fb.classify_baseline(inputs.real_train, inputs.real_test, inputs.categories)
+        scores = {k: found[k] for k in ("f1", "balanced_accuracy", "accuracy", "per_class_recall", "n_train")}
+        scores["method"] = "gradient boosting on colour, shape and texture features, fitted on the training split"
+    else:
+        found = fb.segment_baseline(inputs.real_test, image_size=cfg.image_size)
+        scores = {k: found[k] for k in task.metrics}
+        scores["method"] = "Otsu threshold of the blue channel's drop below the skin colour, one central component"
+    scores["n_eval"] = len(inputs.real_test)
+    atomic.write_json(path, {"key": key, "scores": scores})
+    return scores
+
+
+def _comparisons(run: _Run, arch: str, fp: str, rows: pd.DataFrame) -> list[dict]:
+    """Every training set of `arch` against real-only on the test split (paired bootstrap, a verdict each)."""
+    if rows.empty or "real" not in run.cfg.train_sets:
+        return []
+    found = comparisons.compare_architecture(run.task.name, run.cfg.out_dir, fp, arch, rows, run.cfg.train_sets,
+                                             run.inputs.categories,
+                                             comparisons.minority(run.inputs.real_train, run.inputs.categories),
+                                             seed=run.cfg.seed)
+    return comparisons.as_records(arch, found)
+
+
+def _batches(n: int, batch_size: int) -> int:
+    """Optimiser steps of one pass over n rows (the loader drops a last batch of one)."""
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (rest > 1))
 
 
 def _result(run: _Run, fingerprints: dict[str, str], started: float) -> dict:
@@ -314,6 +372,9 @@ def _result(run: _Run, fingerprints: dict[str, str], started: float) -> dict:
         "task": task.name, "preset": cfg.preset, "config": cfg.as_dict(), "fingerprints": fingerprints,
         "categories": run.inputs.categories, "external": run.inputs.external_note or "evaluated",
         "summary": summary,
+        "comparisons": run.comparisons,
+        "minority_classes": comparisons.minority(run.inputs.real_train, run.inputs.categories)
+        if task.name == "classify" else [],
         "headline": {a: {s: {m: v["mean"] for m, v in cells.get("test", {}).items()} for s, cells in by_set.items()}
                      for a, by_set in summary.items()},
         "trainings_run": run.counts["trained"], "trainings_skipped": run.counts["skipped"],
@@ -323,17 +384,20 @@ def _result(run: _Run, fingerprints: dict[str, str], started: float) -> dict:
 
 
 def _record(run: _Run, result: JobResult) -> None:
-    """Report one finished training, keep its checkpoint if best, then record its rows (last: a crash before
-    that line reruns the training)."""
+    """Report one finished training, keep its checkpoint if best, write its per-image outputs, then record its rows
+    (last: a crash before that line reruns the training)."""
     job, task, cfg = result.job, run.task, run.cfg
-    with run.callbacks.training(job.arch, job.fold, job.train_set, job.fingerprint, job.info) as run_id:
+    with run.callbacks.training(job.arch, job.seed, job.fold, job.train_set, job.fingerprint, job.info) as run_id:
         run.callbacks.trained(result.losses, result.train_seconds)
         rows = []
         for name, ev in result.evaluations.items():
             run.callbacks.evaluated(name, ev, job.categories, job.arch, job.train_set, job.fold)
+            if ev.per_image is not None:
+                write_predictions(prediction_file(cfg.out_dir, job.fingerprint, job.arch, job.train_set, job.seed,
+                                                  job.fold, name), ev.per_image)
             rows.append({"fingerprint": job.fingerprint, "task": task.name, "arch": job.arch,
-                         "train_set": job.train_set, "fold": job.fold, "eval_set": name, **job.info,
-                         "n_eval": result.n_eval[name], "image_size": cfg.image_size,
+                         "train_set": job.train_set, "seed": job.seed, "fold": job.fold, "eval_set": name,
+                         **job.info, "n_eval": result.n_eval[name], "image_size": cfg.image_size,
                          "train_seconds": round(result.train_seconds, 2), "eval_seconds": result.eval_seconds[name],
                          "run_id": run_id, **ev.scores, **ev.arrays})
         _keep_if_best(run, result, run_id)
@@ -341,14 +405,14 @@ def _record(run: _Run, result: JobResult) -> None:
 
 
 def _keep_if_best(run: _Run, result: JobResult, run_id: str) -> None:
-    """Save the weights as the (arch, training set) checkpoint when the held-out fold score beats the kept one."""
+    """Save the weights as the (arch, training set) checkpoint when its validation score beats the kept one."""
     job, task = result.job, run.task
     primary = result.evaluations["val"].scores[task.primary_metric]
     path = checkpoint_path(run.cfg.out_dir, job.arch, job.train_set)
     old = read_checkpoint_meta(path)
     old_score = old["val_score"] if old and old.get("fingerprint") == job.fingerprint and path.is_file() else None
     if better(task.primary_metric, primary, old_score):
-        meta = {"task": task.name, "arch": job.arch, "train_set": job.train_set, "fold": job.fold,
+        meta = {"task": task.name, "arch": job.arch, "train_set": job.train_set, "seed": job.seed, "fold": job.fold,
                 "fingerprint": job.fingerprint, "num_classes": len(job.categories), "categories": job.categories,
                 "image_size": run.cfg.image_size, "metric": task.primary_metric, "val_score": primary,
                 "test_score": result.evaluations["test"].scores[task.primary_metric], "run_id": run_id}
@@ -383,7 +447,7 @@ def _summary_figures(run: _Run, arch: str, rows: pd.DataFrame) -> list[Path]:
 
 
 def best_checkpoint(task, cfg: Resolved, arch: str, fp: str) -> tuple[Path, dict] | None:
-    """The best checkpoint of `arch` (by held-out fold score over all training sets) and its metadata."""
+    """The best checkpoint of `arch` (by the validation score over all training sets) and its metadata."""
     best_path, best_meta = None, None
     for train_set in cfg.train_sets:
         path = checkpoint_path(cfg.out_dir, arch, train_set)

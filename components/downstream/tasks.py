@@ -21,6 +21,7 @@ class Evaluation:
     scores: dict[str, float]
     arrays: dict
     examples: dict | None = None     # segmentation: a few images, truths and predictions for a figure
+    per_image: list[dict] | None = None  # one row per image (image_id + label/prediction or per-image scores)
 
 
 class ClassificationTask:
@@ -40,7 +41,8 @@ class ClassificationTask:
                  num_classes: int) -> Evaluation:
         s = training.evaluate_classifier(model, dataset, num_classes, settings)
         scores = {k: s[k] for k in self.metrics}
-        return Evaluation(scores, {"per_class_recall": s["per_class_recall"], "confusion_matrix": s["confusion_matrix"]})
+        return Evaluation(scores, {"per_class_recall": s["per_class_recall"], "confusion_matrix": s["confusion_matrix"]},
+                          per_image=s["per_image"])
 
     def registry_name(self, arch: str) -> str:
         return f"skindualgen-classifier-{arch}"
@@ -77,7 +79,7 @@ class SegmentationTask:
             "preds": preds[:, 0].numpy(),
             "ids": [it["image_id"] for it in items],
         }
-        return Evaluation(scores, {}, examples)
+        return Evaluation(scores, {}, examples, per_image=per_image)
 
     def registry_name(self, arch: str) -> str:
         return f"skindualgen-segmenter-{arch}"

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
-from components.data.torch_dataset import loader_kwargs
+from components.data.torch_dataset import PairDataset, loader_kwargs
+from components.downstream.config import CLASS_BALANCE
 from components.downstream.metrics import ClassificationMeter, SegmentationMeter
 from components.downstream.segmenters import dice_loss
 from components.progress import progress_bar
@@ -32,6 +33,8 @@ from components.progress import progress_bar
 class TrainSettings:
     """How one model is trained and evaluated."""
     epochs: int = 1
+    steps: int = 0                   # > 0: exactly this many optimiser steps (passes over the data repeat or stop
+                                     #   early), so training sets of different sizes get the same budget
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -43,6 +46,7 @@ class TrainSettings:
     seed: int = 0
     progress: bool = False
     desc: str = "train"
+    class_balance: str = "none"      # classifiers: none | loss (inverse-frequency class weights) | sampler
 
 
 
@@ -58,24 +62,54 @@ def _use_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True   # fixed input sizes: autotuned convolutions pay off after one step
 
 
-def make_loader(dataset: Dataset, settings: TrainSettings, train: bool) -> DataLoader:
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Class index of every item, read from the manifest rows of PairDatasets (and ConcatDatasets of them)
+    without decoding images; other datasets are iterated."""
+    if isinstance(dataset, ConcatDataset):
+        return np.concatenate([dataset_labels(d) for d in dataset.datasets]) if dataset.datasets else np.zeros(0, int)
+    if isinstance(dataset, PairDataset):
+        return dataset.df["category"].map({c: i for i, c in enumerate(dataset.categories)}).to_numpy(dtype=int)
+    return np.asarray([int(dataset[i]["label"]) for i in range(len(dataset))], dtype=int)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights N / (K · n_c) over the K classes present; 0 for absent classes."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loader(dataset: Dataset, settings: TrainSettings, train: bool,
+                sample_weights: np.ndarray | None = None) -> DataLoader:
     """A DataLoader with the settings' workers (persistent across a training's epochs) and pinned memory (CUDA
-    only); training shuffles (seeded) and drops a last batch of one (BatchNorm cannot train on a single sample)."""
+    only); training shuffles (seeded) and drops a last batch of one (BatchNorm cannot train on a single sample).
+    With `sample_weights`, training draws len(dataset) items per epoch with replacement in those proportions."""
     generator = torch.Generator().manual_seed(settings.seed)
     drop_last = train and len(dataset) % settings.batch_size == 1
-    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=train, drop_last=drop_last,
-                      generator=generator if train else None,
+    sampler = None
+    if train and sample_weights is not None:
+        sampler = WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double), len(dataset),
+                                        replacement=True, generator=generator)
+    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=drop_last, generator=generator if train and sampler is None else None,
                       **loader_kwargs(settings.num_workers, settings.device, settings.pin_memory, persistent=train))
 
 
-def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, target_key: str) -> dict:
+def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, target_key: str,
+         sample_weights: np.ndarray | None = None) -> dict:
     device = torch.device(settings.device)
     _use_device(device)
     torch.manual_seed(settings.seed)
     model.to(device).train()
-    loader = make_loader(dataset, settings, train=True)
+    loader = make_loader(dataset, settings, train=True, sample_weights=sample_weights)
+    if len(loader) == 0:
+        raise ValueError(f"{settings.desc}: the training set is empty")
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    total_steps = max(1, settings.epochs * len(loader))
+    total_steps = settings.steps if settings.steps > 0 else max(1, settings.epochs * len(loader))
     if settings.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
@@ -88,7 +122,8 @@ def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, t
     history: list[float] = []
     start = time.perf_counter()
     bar = progress_bar(total=total_steps, desc=settings.desc, disable=not settings.progress, leave=False, unit="step")
-    for _ in range(settings.epochs):
+    step = 0
+    while step < total_steps:   # one pass over the loader per loop; the last pass stops at total_steps
         running = torch.zeros((), device=device)
         n_batches = 0
         for batch in loader:
@@ -108,7 +143,10 @@ def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, t
                 scheduler.step()
             running += loss.detach()  # summed on device: no host sync per step
             n_batches += 1
+            step += 1
             bar.update(1)
+            if step >= total_steps:
+                break
         history.append(float(running) / max(n_batches, 1))
     bar.close()
     model.eval()
@@ -117,9 +155,23 @@ def _fit(model: nn.Module, dataset: Dataset, settings: TrainSettings, loss_fn, t
 
 
 def train_classifier(model: nn.Module, dataset: Dataset, settings: TrainSettings) -> dict:
-    """Train with cross-entropy on dataset["label"]; returns loss per epoch and timing."""
-    ce = nn.CrossEntropyLoss()
-    return _fit(model, dataset, settings, lambda logits, y: ce(logits, y.long()), "label")
+    """Train with cross-entropy on dataset["label"]; returns loss per pass over the data and timing.
+
+    `settings.class_balance`: "loss" weighs each class's cross-entropy by `class_weights`, "sampler" draws
+    items with probability proportional to 1 / (their class's count), "none" leaves the data as it is.
+    """
+    if settings.class_balance not in CLASS_BALANCE:
+        raise ValueError(f"class_balance {settings.class_balance!r}: use one of {list(CLASS_BALANCE)}")
+    weight, sample_weights = None, None
+    if settings.class_balance != "none":
+        labels = dataset_labels(dataset)
+        weights = class_weights(labels, int(getattr(model, "num_classes", labels.max() + 1)))
+        if settings.class_balance == "loss":
+            weight = weights.to(settings.device)
+        else:
+            sample_weights = weights.numpy()[labels]
+    ce = nn.CrossEntropyLoss(weight=weight)
+    return _fit(model, dataset, settings, lambda logits, y: ce(logits, y.long()), "label", sample_weights)
 
 
 def train_segmenter(model: nn.Module, dataset: Dataset, settings: TrainSettings) -> dict:
@@ -148,17 +200,23 @@ def predict_masks(model: nn.Module, images: torch.Tensor, threshold: float = 0.5
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, dataset: Dataset, num_classes: int, settings: TrainSettings) -> dict:
-    """Classification scores (metrics.classification_scores) of `model` over `dataset`."""
+    """Classification scores (metrics.classification_scores) of `model` over `dataset`, and under "per_image" one
+    row per image (image_id, label, prediction) for paired comparisons."""
     device = torch.device(settings.device)
     _use_device(device)
     model.to(device).eval()
     meter = ClassificationMeter(num_classes)
     amp_dtype = _amp_dtype(device, settings.amp)
+    ids: list[str] = []
     for batch in make_loader(dataset, settings, train=False):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(batch["image"].to(device, non_blocking=True))
         meter.update(logits.float(), batch["label"])
-    return meter.compute()
+        ids.extend(batch["image_id"])
+    scores = meter.compute()
+    preds, targets = torch.cat(meter.preds).tolist(), torch.cat(meter.targets).tolist()
+    scores["per_image"] = [{"image_id": i, "label": t, "prediction": p} for i, t, p in zip(ids, targets, preds)]
+    return scores
 
 
 @torch.no_grad()

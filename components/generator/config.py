@@ -1,4 +1,4 @@
-"""Flat typed configs of the generator stages (params.yaml sections `pretrain`, `adapt_vae`, `finetune`)."""
+"""Flat typed configs of the generator stages (params.yaml sections `corpus`, `pretrain`, `adapt_vae`, `finetune`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,14 +9,38 @@ LORA_RANKS = (2, 4, 8)
 
 
 @dataclass
+class CorpusConfig:
+    """`corpus`: the public-like pretraining corpus (components/data/public_corpus.py), apart from the clinical data."""
+    out_dir: str = "data/public"
+    metrics_file: str = "metrics/corpus.json"
+    n_images: int = 6000
+    holdout_images: int = 200           # pretrain's own evaluation images (never trained on)
+    size: int = 64                      # image side; pretrain.resolution may not exceed it
+    seed: int = 0
+    diagnosis_share: float = 0.3        # captions that name a diagnosis
+    mislabel_share: float = 0.1         # ... of those, share naming a wrong one (web labels are noisy)
+    glossary_share: float = 0.15        # captions adding dermoscopy-glossary phrases of the drawn class
+    workers: int = 0                    # rendering processes; 0: up to 4 CPUs (the bytes do not depend on it)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "n_images", "holdout_images", "size")
+        _check_fraction(self, "diagnosis_share", "mislabel_share", "glossary_share")
+        if self.holdout_images >= self.n_images:
+            raise ConfigError(f"corpus.holdout_images: {self.holdout_images} leaves no training image of "
+                              f"n_images {self.n_images}; lower holdout_images")
+        if self.workers < 0:
+            raise ConfigError(f"corpus.workers: {self.workers} must be >= 0 (0: automatic)")
+
+
+@dataclass
 class PretrainConfig:
-    """`pretrain`: train the `tiny` preset from scratch, or point models/base at another base model."""
+    """`pretrain`: train the `tiny` preset from scratch on the public corpus, or point models/base at another base."""
     base_model: str = "tiny"            # tiny | sd2-base-random | diffusers folder | hub id (the last three: pointer only)
-    data_dir: str = "data/real"
-    descriptions_csv: str = "data/descriptions/descriptions.csv"   # used when it exists
+    corpus_dir: str = "data/public"     # the `corpus` stage's folder: train split for training, holdout for evaluation
     out_dir: str = "models/base"
     metrics_file: str = "metrics/pretrain.json"
-    resolution: int = 64                # training resolution (the toy images are resized to it)
+    resolution: int = 64                # training resolution (at most the corpus image size)
     vae_steps: int = 600
     vae_batch_size: int = 16
     vae_crop: int = 32                  # train the (convolutional) VAE on random crops of this side; 0: whole images
@@ -29,7 +53,6 @@ class PretrainConfig:
     ema_decay: float = 0.995            # EMA of UNet + text encoder weights, saved as the model; 0: none
     train_text_encoder: bool = True
     prompt_dropout: float = 0.1         # empty prompt for classifier-free guidance
-    template_prompt_fraction: float = 0.3   # use the paper's short class prompt instead of the description
     tokenizer_vocab_size: int = 4096
     sample_steps: int = 20              # DDIM steps of the samples logged at the end
     seed: int = 0
@@ -39,12 +62,12 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _check_positive(self, "resolution", "vae_steps", "vae_batch_size", "unet_steps", "unet_batch_size",
                         "log_every")
-        _check_fraction(self, "prompt_dropout", "template_prompt_fraction", "ema_decay")
+        _check_fraction(self, "prompt_dropout", "ema_decay")
 
 
 @dataclass
 class AdaptVaeConfig:
-    """`adapt_vae`: 3→4-channel surgery of the base VAE and training of the mask path."""
+    """`adapt_vae`: 3→4-channel surgery of the base VAE and training of the mask path on the training split only."""
     base_model: str = "models/base"
     data_dir: str = "data/real"
     out_dir: str = "models/vae4"
@@ -61,8 +84,9 @@ class AdaptVaeConfig:
     lambda_rgb: float = 10.0            # MSE between the new and the original VAE's RGB reconstruction
     mask_input_dropout: float = 0.5     # share of samples encoded without their mask (decoder learns from RGB)
     augment: bool = True                # flips/rotations (SquareSymmetry) of image and mask together
+    eval_fraction: float = 0.1          # seeded, stratified share of the training split held out for evaluation
     eval_batch_size: int = 32
-    max_eval_images: int = 0            # 0: the whole test split
+    max_eval_images: int = 0            # 0: the whole held-out share
     seed: int = 0
     device: str = "auto"
     log_every: int = 25
@@ -70,6 +94,9 @@ class AdaptVaeConfig:
     def __post_init__(self) -> None:
         _check_positive(self, "resolution", "steps", "batch_size", "eval_batch_size", "log_every")
         _check_fraction(self, "mask_input_dropout")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"adapt_vae.eval_fraction: {self.eval_fraction} must be in (0, 1), e.g. 0.1: the "
+                              f"share of the training split held out for evaluation")
         if self.train_decoder not in ("none", "last_block", "lora"):
             raise ConfigError(f"adapt_vae.train_decoder: {self.train_decoder!r} is not one of none, last_block, lora")
 

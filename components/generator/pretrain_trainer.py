@@ -1,31 +1,37 @@
-"""Pretraining of the `tiny` base model from scratch: 3-channel VAE first, then UNet + text encoder.
+"""Pretraining of the `tiny` base model from scratch on the public corpus: 3-channel VAE, then UNet + text encoder.
 
-The offline stand-in for a public Stable Diffusion checkpoint: the VAE learns to reconstruct the training
-images (MSE + a small KL), its latent scale is fitted so latents have unit variance (the `scaling_factor` of
-the saved config), then the UNet learns ε-prediction on the VAE latents conditioned on the descriptions (some
-prompts replaced by the paper's class template, some dropped for classifier-free guidance).
+The offline stand-in for a public Stable Diffusion checkpoint, trained on the stand-in for what such a model saw:
+the public-like corpus (components/data/public_corpus.py, the `corpus` stage), never the clinical data. The
+tokenizer is trained on the corpus captions; the VAE learns to reconstruct the corpus training images (MSE + a
+small KL), its latent scale is fitted so latents have unit variance (the `scaling_factor` of the saved config),
+then the UNet learns the diffusion objective on the VAE latents conditioned on the captions (some dropped for
+classifier-free guidance). Reconstructions and samples are evaluated on the corpus holdout split.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
-from components.data.manifest import read_categories
+from components.data import manifest
 from components.data.prompts import template_prompt
-from components.data.transforms import dihedral
+from components.data.public_corpus import HOLDOUT_SPLIT, PUBLIC_SOURCE
+from components.data.torch_dataset import PairDataset
+from components.data.transforms import build_transforms, dihedral
 from components.device import resolve_device
+from components.errors import ConfigError, DataError
 from components.generator import base_models, losses, runtime
 from components.generator.config import PretrainConfig, check_resolution
-from components.generator.data import load_arrays, load_split
 from components.generator.sampling import ddim_sample, initial_noise
-from components.generator.tokenizer import build_project_tokenizer
+from components.generator.tokenizer import pieces_per_word, train_tokenizer
 from components.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -97,9 +103,9 @@ def reconstruct(vae, images: torch.Tensor, device: torch.device) -> torch.Tensor
 
 
 def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.Tensor, prompt_ids: torch.Tensor,
-               template_ids: torch.Tensor, empty_ids: torch.Tensor, labels: torch.Tensor, cfg: PretrainConfig,
-               device: torch.device, on_metrics: runtime.MetricsCallback | None = None) -> list[float]:
-    """ε-prediction training of the UNet (and text encoder) on scaled VAE latents (Min-SNR weights, EMA)."""
+               empty_ids: torch.Tensor, cfg: PretrainConfig, device: torch.device,
+               on_metrics: runtime.MetricsCallback | None = None) -> list[float]:
+    """Diffusion training of the UNet (and text encoder) on scaled VAE latents and their captions (EMA)."""
     unet, text_encoder, sched_cfg = model.unet, model.text_encoder, model.noise_scheduler
     unet.to(device).train().requires_grad_(True)
     text_encoder.to(device).train().requires_grad_(cfg.train_text_encoder)
@@ -119,12 +125,8 @@ def train_unet(model: base_models.BaseModel, mean: torch.Tensor, logvar: torch.T
         eps = torch.randn(mean[idx].shape, generator=gen)
         latents = (mean[idx] + (0.5 * logvar[idx]).exp() * eps) * scale
         latents = dihedral(latents, int(torch.randint(8, (1,), generator=gen))).to(device)
-        # Prompt per sample: dropped (CFG), the class template, or the image's description.
-        u = torch.rand(len(idx), generator=gen)
         ids = prompt_ids[idx].clone()
-        use_template = (u >= cfg.prompt_dropout) & (u < cfg.prompt_dropout + cfg.template_prompt_fraction)
-        ids[use_template] = template_ids[labels[idx][use_template]]
-        ids[u < cfg.prompt_dropout] = empty_ids
+        ids[torch.rand(len(idx), generator=gen) < cfg.prompt_dropout] = empty_ids   # classifier-free guidance
         noise = torch.randn(latents.shape, generator=gen).to(device)
         t = torch.randint(0, n_train, (len(idx),), generator=gen).to(device)
         noisy = sched_cfg.add_noise(latents, noise, t)
@@ -177,20 +179,55 @@ def sample_images(model: base_models.BaseModel, prompts: list[str], seeds: list[
     return (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+MAX_EVAL_IMAGES = 256
+
+
+def load_corpus(corpus_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The corpus's training and holdout rows and its classes; DataError unless it is a public corpus folder."""
+    df = manifest.read_manifest(corpus_dir)
+    where = manifest.manifest_file(corpus_dir)
+    foreign = sorted(set(df["source"].astype(str)) - {PUBLIC_SOURCE})
+    if foreign:
+        raise DataError(f"{where}: rows with source {foreign}; pretrain trains only on the public corpus "
+                        f"(source '{PUBLIC_SOURCE}', written by the `corpus` stage), never on the clinical data. "
+                        f"Set pretrain.corpus_dir to the corpus folder (data/public)")
+    parts = {}
+    for split in ("train", HOLDOUT_SPLIT):
+        parts[split] = df[df["split"] == split].reset_index(drop=True)
+        if parts[split].empty:
+            raise DataError(f"{where}: no rows with split '{split}'; re-run the `corpus` stage "
+                            f"(dvc repro corpus) to write a complete corpus")
+    return parts["train"], parts[HOLDOUT_SPLIT], manifest.read_categories(corpus_dir, df)
+
+
+def load_images(root: str | Path, df: pd.DataFrame, resolution: int, categories: list[str]) -> torch.Tensor:
+    """Rows' images resized to `resolution` (no augmentation): N x 3 x R x R in [0, 1]."""
+    pairs = PairDataset(root, df, build_transforms("generator", resolution, train=False), categories=categories,
+                        require_mask=False)
+    return torch.stack([pairs[i]["image"] for i in range(len(pairs))])
+
+
+def _check_corpus_size(cfg: PretrainConfig, train: pd.DataFrame) -> None:
+    side = int(min(train["width"].min(), train["height"].min()))
+    if cfg.resolution > side:
+        raise ConfigError(f"pretrain.resolution: {cfg.resolution} exceeds the corpus images ({side} px in "
+                          f"{cfg.corpus_dir}); raise corpus.size to {cfg.resolution} or lower pretrain.resolution")
+
+
 def pretrain_tiny(cfg: PretrainConfig, on_metrics: runtime.MetricsCallback | None = None) -> PretrainResult:
-    """Train the tiny preset from scratch on cfg.data_dir's training split; returns the model and metrics."""
+    """Train the tiny preset from scratch on the corpus's training split; returns the model and holdout metrics."""
     device = resolve_device(cfg.device)
     runtime.seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    train = load_split(cfg.data_dir, "train", cfg.descriptions_csv, stage="pretrain")
-    test = load_split(cfg.data_dir, "test", cfg.descriptions_csv, stage="pretrain")
-    categories = read_categories(cfg.data_dir, train)
-    tokenizer = build_project_tokenizer(train["prompt"].tolist(), vocab_size=cfg.tokenizer_vocab_size)
+    train, holdout, categories = load_corpus(cfg.corpus_dir)
+    _check_corpus_size(cfg, train)
+    captions = train["description"].astype(str).tolist()
+    tokenizer = train_tokenizer(captions, vocab_size=cfg.tokenizer_vocab_size)
     model = base_models.build_preset("tiny", tokenizer, resolution=cfg.resolution, seed=cfg.seed)
     check_resolution(cfg.resolution, model.vae_factor, "pretrain")
-    images, _ = load_arrays(cfg.data_dir, train, cfg.resolution, categories)
-    n_eval = min(len(test), 256)
-    test_images, _ = load_arrays(cfg.data_dir, test.iloc[:n_eval], cfg.resolution, categories)
+    images = load_images(cfg.corpus_dir, train, cfg.resolution, categories)
+    eval_rows = holdout.iloc[:MAX_EVAL_IMAGES]
+    eval_images = load_images(cfg.corpus_dir, eval_rows, cfg.resolution, categories)
     t_data = time.perf_counter()
 
     def tagged(prefix: str):
@@ -201,33 +238,43 @@ def pretrain_tiny(cfg: PretrainConfig, on_metrics: runtime.MetricsCallback | Non
     mean, logvar = encode_dataset(model.vae, images, device)
     std = float(mean.std())
     model.vae.register_to_config(scaling_factor=1.0 / std)
-    recon = reconstruct(model.vae, test_images, device)
-    test_psnr = float(losses.psnr(recon, test_images).mean())
+    recon = reconstruct(model.vae, eval_images, device)
+    holdout_psnr = float(losses.psnr(recon, eval_images).mean())
     t_vae = time.perf_counter()
 
-    prompt_ids = runtime.tokenize(tokenizer, train["prompt"].tolist())
-    template_ids = runtime.tokenize(tokenizer, [template_prompt(c) for c in categories])
+    prompt_ids = runtime.tokenize(tokenizer, captions)
     empty_ids = runtime.tokenize(tokenizer, [""])[0]
-    index = {c: i for i, c in enumerate(categories)}
-    labels = torch.tensor([index[c] for c in train["category"]])
-    unet_history = train_unet(model, mean, logvar, prompt_ids, template_ids, empty_ids, labels, cfg, device,
-                              tagged("pretrain_unet"))
+    unet_history = train_unet(model, mean, logvar, prompt_ids, empty_ids, cfg, device, tagged("pretrain_unet"))
     t_unet = time.perf_counter()
 
-    n_show = min(8, len(test_images))
-    recon_rows = [("original", [(f"{i}", (test_images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
-                                for i in range(n_show)]),
-                  ("reconstruction", [(f"{i}", (recon[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
-                                      for i in range(n_show)])]
-    samples = sample_images(model, [template_prompt(c) for c in categories for _ in range(3)],
-                            [s for _ in categories for s in range(3)], cfg.sample_steps, 1.22, device)
-    sample_rows = [(c, [(f"seed {s}", samples[i * 3 + s]) for s in range(3)]) for i, c in enumerate(categories)]
+    recon_rows, sample_rows = _grids(model, eval_rows, eval_images, recon, categories, cfg, device)
     model.to("cpu")
     metrics = {
-        "vae_final_loss": vae_history[-1], "vae_test_psnr": test_psnr, "scaling_factor": 1.0 / std,
+        "vae_final_loss": vae_history[-1], "vae_holdout_psnr": holdout_psnr, "scaling_factor": 1.0 / std,
         "unet_final_loss": float(np.mean(unet_history[-3:])), "train_images": len(train),
+        "holdout_images": len(eval_rows),
+        # How the caption-trained tokenizer splits the paper's class prompts (1.0: one token per word).
+        "template_pieces_per_word": pieces_per_word(tokenizer, [template_prompt(c) for c in categories]),
         "seconds_data": t_data - t0, "seconds_vae": t_vae - t_data, "seconds_unet": t_unet - t_vae,
         "seconds_total": time.perf_counter() - t0,
         **{k: v for k, v in base_models.describe(model).items() if isinstance(v, (int, float))},
     }
     return PretrainResult(model=model, metrics=metrics, recon_rows=recon_rows, sample_rows=sample_rows)
+
+
+def _grids(model: base_models.BaseModel, eval_rows: pd.DataFrame, eval_images: torch.Tensor, recon: torch.Tensor,
+           categories: list[str], cfg: PretrainConfig, device: torch.device) -> tuple[list, list]:
+    """Report grids from the holdout: 8 images and their reconstructions; 3 samples of one caption per class."""
+    def u8(t: torch.Tensor) -> np.ndarray:
+        return (t.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    n_show = min(8, len(eval_images))
+    recon_rows = [("original", [(f"{i}", u8(eval_images[i])) for i in range(n_show)]),
+                  ("reconstruction", [(f"{i}", u8(recon[i])) for i in range(n_show)])]
+    firsts = [eval_rows[eval_rows["category"] == c].iloc[0] for c in categories if (eval_rows["category"] == c).any()]
+    prompts = [str(r["description"]) for r in firsts]
+    samples = sample_images(model, [p for p in prompts for _ in range(3)], [s for _ in prompts for s in range(3)],
+                            cfg.sample_steps, 1.22, device)
+    sample_rows = [(f"{r['category']}: {p[:32]}", [(f"seed {s}", samples[i * 3 + s]) for s in range(3)])
+                   for i, (r, p) in enumerate(zip(firsts, prompts))]
+    return recon_rows, sample_rows

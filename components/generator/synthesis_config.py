@@ -18,7 +18,7 @@ class SynthesizeConfig:
     lora_dir: str = "models/lora"      # "" = the base UNet without LoRA
     out_dir: str = "data/synthetic"
     categories: list[str] = field(default_factory=list)  # [] = the real dataset's classes (categories.json)
-    mode: str = "match"                # balance | match | counts (components/generator/synthesis_plan.py)
+    mode: str = "cover"                # cover | balance | match | counts (components/generator/synthesis_plan.py)
     counts: dict[str, int] = field(default_factory=dict)
     scale: float = 1.0
     prompt_source: str = "descriptions"  # descriptions | template
@@ -39,6 +39,9 @@ class SynthesizeConfig:
     compile: bool = False              # torch.compile the UNet (after the LoRA is fused)
     channels_last: bool = True         # channels_last UNet and VAE decode on CUDA (ignored on CPU)
     validate: bool = True
+    memorisation: bool = True          # audit: each pair's nearest real training image (manifest nn_* columns)
+    memorisation_size: int = 32        # pixel space of the audit: images down-sampled to this side
+    near_copy_ratio: float = 0.5       # near_copy when nn distance < this x the real-real median nn distance
     ray_address: str = ""              # "" with workers 0: in this process; auto / host:port: a Ray cluster
     workers: int = 0                   # > 0: that many Ray actors, each loading the generator once
     cpus_per_worker: int = 1           # CPUs (torch threads) per actor on a cluster without GPUs
@@ -56,6 +59,10 @@ class SynthesizeConfig:
         if self.workers < 0 or self.cpus_per_worker < 1:
             raise ConfigError(f"synthesize.workers={self.workers}, cpus_per_worker={self.cpus_per_worker}: use "
                               f"workers >= 0 (0: in this process) and cpus_per_worker >= 1")
+        if not isinstance(self.memorisation_size, int) or self.memorisation_size < 2:
+            raise ConfigError(f"synthesize.memorisation_size: {self.memorisation_size!r}; use an image side >= 2")
+        if not 0.0 < self.near_copy_ratio < 1.0:
+            raise ConfigError(f"synthesize.near_copy_ratio: {self.near_copy_ratio!r}; use a ratio in (0, 1)")
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"synthesize.categories: {self.categories} names a class twice; list each once")
 

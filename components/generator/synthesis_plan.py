@@ -8,6 +8,10 @@ Modes
 - `match`: the real training split's size and class mix, times `scale` (largest-remainder rounding keeps the
   total at round(scale * N)). This feeds the synthetic-only and 50/50 hybrid sets of identical scale.
 - `counts`: explicit per-class counts; classes left out get none.
+- `cover`: what every downstream training set needs, n_syn(c) = ceil(scale * max(n(c), max_k n(k) - n(c))): the
+  class's own count for the synthetic-only and hybrid sets, the top-up to the majority for real+synthetic, both
+  scaled alike (scale = the downstream cap over the training split's size covers a capped fold; a fold that
+  needs more draws with replacement, which the downstream results count).
 
 Every planned sample has a global index (classes in the configured order, then position within the class),
 a stable id `syn_<category>_<index:06d>` and the seed `base_seed + index`. A rejected attempt is retried with
@@ -27,7 +31,7 @@ from components.data import manifest
 from components.data.prompts import template_prompt
 from components.errors import ConfigError, DataError
 
-MODES: tuple[str, ...] = ("balance", "match", "counts")
+MODES: tuple[str, ...] = ("balance", "match", "counts", "cover")
 PROMPT_SOURCES: tuple[str, ...] = ("template", "descriptions")
 ATTEMPT_STRIDE = 1_000_000_007
 
@@ -107,6 +111,11 @@ def plan_counts(real_counts: dict[str, int], mode: str, counts: dict[str, int] |
             raise ConfigError(f"synthesize.scale {scale}: must be > 0 (1.0 = the real training split's size)")
         total = round(scale * sum(real_counts.values()))
         return _largest_remainder({c: scale * n for c, n in real_counts.items()}, total)
+    if mode == "cover":
+        if scale <= 0:
+            raise ConfigError(f"synthesize.scale {scale}: must be > 0 (1.0 = every set at the training split's size)")
+        top = max(real_counts.values(), default=0)
+        return {c: math.ceil(scale * max(n, top - n)) if n else 0 for c, n in real_counts.items()}
     if mode == "counts":
         counts = dict(counts or {})
         unknown = sorted(set(counts) - set(real_counts))

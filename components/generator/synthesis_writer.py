@@ -4,7 +4,8 @@ Layout of the output folder:
   images/<id>.png, masks/<id>.png (L, 0/255)   one pair per accepted sample
   records/<id>.json                             per-sample record, written last: its presence commits the sample
   manifest.csv                                  assembled from the records at the end (atomic)
-  rejections.csv                                every rejected attempt with its reason (atomic)
+  rejections.csv                                every rejected attempt: sample, attempt, seed, reason and the
+                                                mask's area fraction, component count and compactness (atomic)
 
 The plan is cut into fixed batches ("units") by plan index; a unit is always generated whole (its rejected samples
 retried within it), so a pair depends only on the plan, never on how many workers ran or where a run stopped. A
@@ -40,7 +41,9 @@ from components.progress import progress_bar
 log = logging.getLogger(__name__)
 
 ORIGIN = "skindualgen"
-REJECTION_COLUMNS = ("image_id", "category", "attempt", "seed", "reason", "area_fraction", "components", "final")
+REJECTIONS_FILE = "rejections.csv"
+REJECTION_COLUMNS = ("image_id", "category", "attempt", "seed", "reason", "area_fraction", "components",
+                     "compactness", "final")
 
 
 class PairGenerator(Protocol):
@@ -191,7 +194,8 @@ def generate_unit(generator: PairGenerator, unit: Unit, settings: GenerationSett
                                         verdict.area_fraction, verdict.components)
                 continue
             history[sid].append({"attempt": attempt, "seed": seed, "reason": verdict.reason,
-                                 "area_fraction": verdict.area_fraction, "components": verdict.components})
+                                 "area_fraction": verdict.area_fraction, "components": verdict.components,
+                                 "compactness": compactness(mask)})
             if attempt + 1 < settings.max_attempts:
                 retry.append((sample, attempt + 1))
             else:
@@ -301,10 +305,13 @@ def _remove_stale(out: Path, keep: set[str]) -> int:
     return removed
 
 
-def assemble(out_dir: str | Path, plan: Sequence[PlannedSample]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def assemble(out_dir: str | Path, plan: Sequence[PlannedSample],
+             annotate: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write manifest.csv (accepted samples, plan order, full provenance) and rejections.csv atomically.
 
-    Every planned sample must be finished (run `write_samples` first). Returns (manifest, rejections).
+    Every planned sample must be finished (run `write_samples` first). `annotate` may add per-sample columns
+    (it gets the manifest frame, its images already on disk, and returns it with the same rows in the same
+    order) before the manifest is written once. Returns (manifest, rejections).
     """
     out = Path(out_dir)
     rows, rejected = [], []
@@ -333,12 +340,17 @@ def assemble(out_dir: str | Path, plan: Sequence[PlannedSample]) -> tuple[pd.Dat
     if removed:
         log.info("removed %d files of samples no longer in the plan", removed)
     rej = pd.DataFrame(rejected, columns=list(REJECTION_COLUMNS))
-    with atomic.atomic_path(out / "rejections.csv") as tmp:
+    with atomic.atomic_path(out / REJECTIONS_FILE) as tmp:
         rej.to_csv(tmp, index=False)
     if not rows:
-        raise DataError(f"{out}: every planned sample was rejected by the pair filter (see rejections.csv); "
+        raise DataError(f"{out}: every planned sample was rejected by the pair filter (see {REJECTIONS_FILE}); "
                         f"loosen the filter thresholds or raise max_attempts")
     df = pd.DataFrame(rows)
+    if annotate is not None:
+        annotated = annotate(df)
+        if list(annotated["image_id"]) != list(df["image_id"]):
+            raise ValueError("assemble: annotate must keep the manifest's rows and their order")
+        df = annotated
     manifest.write_manifest(df, out)
     return df, rej
 

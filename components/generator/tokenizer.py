@@ -1,14 +1,17 @@
-"""An offline CLIP tokenizer trained on the project's own vocabulary (no download needed).
+"""An offline CLIP tokenizer (no download needed): a byte-level BPE trained on the texts it is given.
 
-The corpus is the paper's prompt template for every class name and alias, the dermoscopic vocabulary of the
-offline describer and, when given, the training descriptions. A byte-level BPE with CLIP's pre-tokenisation
-and `</w>` end-of-word suffix is trained on it, so every byte is covered (no unknown tokens) and the corpus
-words become single tokens. It is saved as an ordinary CLIPTokenizer folder: vocab.json, merges.txt,
+The `tiny` base trains it on the public corpus captions (`pretrain`), as CLIP's tokenizer was trained on web
+text; `build_project_tokenizer` (the preset's default for untrained models) uses the project's own vocabulary:
+the paper's prompt template for every class name and alias and the offline describer's dermoscopic terms. CLIP's
+pre-tokenisation and `</w>` end-of-word suffix are used and every byte is covered, so no text has unknown
+tokens: words frequent in the training texts become single tokens, rarer ones split into known pieces
+(`pieces_per_word` measures it). It is saved as an ordinary CLIPTokenizer folder: vocab.json, merges.txt,
 tokenizer.json and tokenizer_config.json.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -78,3 +81,11 @@ def save_tokenizer(tokenizer: CLIPTokenizer, out_dir: str | Path) -> Path:
     merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
     atomic.write_text(out / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
     return out
+
+
+def pieces_per_word(tokenizer: CLIPTokenizer, texts: Iterable[str]) -> float:
+    """Mean number of tokens per word (run of letters) of `texts`; 1.0: every word is a single token."""
+    words = [w for t in texts for w in re.findall(r"[^\W\d_]+", str(t))]
+    if not words:
+        return 0.0
+    return sum(len(tokenizer.tokenize(w)) for w in words) / len(words)

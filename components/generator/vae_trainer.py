@@ -8,6 +8,9 @@ the new RGB output and the original VAE's reconstruction, so RGB decoding is pre
 `mask_input_dropout` a sample is encoded with its mask channel zeroed (its latent is then exactly the RGB
 latent), which teaches the decoder to find the lesion from the image content too: generated latents then
 decode to a mask that follows the lesion visible in the generated image.
+
+The stage sees the clinical training split only: `eval_split` holds out a seeded, stratified share of it, which
+is evaluated on and never trained on (the validation and test splits stay unseen by the generator).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from torch.utils.data import DataLoader, RandomSampler
 
+from components.data.splits import stratified_split
 from components.data.torch_dataset import PairDataset
 from components.data.transforms import build_transforms, dihedral
 from components.device import resolve_device
@@ -95,7 +99,7 @@ def _forever(loader: DataLoader) -> Iterator[dict]:
 @torch.no_grad()
 def evaluate(dual: AutoencoderKL, original: AutoencoderKL, loader: DataLoader, device: torch.device,
              limit: int = 0) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Test metrics: mask Dice (mask encoded / RGB only), RGB PSNR of the new and of the original VAE."""
+    """Held-out metrics: mask Dice (mask encoded / RGB only), RGB PSNR of the new and of the original VAE."""
     sums = {"mask_dice": 0.0, "mask_dice_rgb_only": 0.0, "rgb_psnr": 0.0, "rgb_psnr_base": 0.0}
     n = 0
     first: dict[str, torch.Tensor] = {}
@@ -119,13 +123,21 @@ def evaluate(dual: AutoencoderKL, original: AutoencoderKL, loader: DataLoader, d
         if limit and n >= limit:
             break
     metrics = {k: v / max(n, 1) for k, v in sums.items()}
-    metrics["test_images"] = n
+    metrics["eval_images"] = n
     return metrics, first
 
 
-def adapt_vae(vae3: AutoencoderKL, data_dir: str, train: pd.DataFrame, test: pd.DataFrame, categories: list[str],
-              cfg: AdaptVaeConfig, on_metrics: runtime.MetricsCallback | None = None) -> AdaptResult:
-    """Channel surgery on `vae3` and training of the mask path; returns the adapted VAE and test metrics."""
+def eval_split(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to train on, held-out rows): a seeded share `fraction` of the training split, stratified by class."""
+    held = (stratified_split(train["category"], fraction, seed) == "test").to_numpy()
+    return train[~held].reset_index(drop=True), train[held].reset_index(drop=True)
+
+
+def adapt_vae(vae3: AutoencoderKL, data_dir: str, train: pd.DataFrame, held_out: pd.DataFrame,
+              categories: list[str], cfg: AdaptVaeConfig,
+              on_metrics: runtime.MetricsCallback | None = None) -> AdaptResult:
+    """Channel surgery on `vae3` and training of the mask path on `train`; returns the adapted VAE and the
+    metrics on `held_out` (rows it does not train on)."""
     device = resolve_device(cfg.device)
     # The order below (seeding, surgery, LoRA init, loaders, training, evaluation) fixes the torch RNG sequence.
     runtime.seed_everything(cfg.seed)
@@ -135,11 +147,11 @@ def adapt_vae(vae3: AutoencoderKL, data_dir: str, train: pd.DataFrame, test: pd.
     dual = expand_to_dual(copy.deepcopy(original)).to(device)
     params, opt, sched = _optimiser(dual, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader, test_loader = _loaders(data_dir, train, test, categories, cfg, gen)
+    train_loader, eval_loader = _loaders(data_dir, train, held_out, categories, cfg, gen)
     _train(dual, original, train_loader, opt, sched, params, gen, cfg, device, on_metrics)
     t_train = time.perf_counter()
     dual = finalize(dual, cfg.train_decoder)
-    metrics, first = evaluate(dual, original, test_loader, device, cfg.max_eval_images)
+    metrics, first = evaluate(dual, original, eval_loader, device, cfg.max_eval_images)
     metrics.update(seconds_train=t_train - t0, seconds_total=time.perf_counter() - t0,
                    trainable_params=sum(p.numel() for p in params), train_images=len(train))
     return AdaptResult(vae=dual.to("cpu"), metrics=metrics, grid_rows=_grid_rows(first))
@@ -157,16 +169,16 @@ def _optimiser(dual: AutoencoderKL, cfg: AdaptVaeConfig) -> tuple[list[torch.nn.
     return new + decoder, opt, sched
 
 
-def _loaders(data_dir: str, train: pd.DataFrame, test: pd.DataFrame, categories: list[str], cfg: AdaptVaeConfig,
+def _loaders(data_dir: str, train: pd.DataFrame, held_out: pd.DataFrame, categories: list[str], cfg: AdaptVaeConfig,
              gen: torch.Generator) -> tuple[DataLoader, DataLoader]:
-    """Train loader of exactly cfg.steps batches (seeded sampling with replacement) and the test loader."""
+    """Train loader of exactly cfg.steps batches (seeded sampling with replacement) and the held-out loader."""
     transform = build_transforms("generator", cfg.resolution, train=False)
     train_loader = DataLoader(PairDataset(data_dir, train, transform, categories), batch_size=cfg.batch_size,
                               sampler=RandomSampler(range(len(train)), replacement=True,
                                                     num_samples=cfg.steps * cfg.batch_size, generator=gen),
                               drop_last=True)
-    test_loader = DataLoader(PairDataset(data_dir, test, transform, categories), batch_size=cfg.eval_batch_size)
-    return train_loader, test_loader
+    eval_loader = DataLoader(PairDataset(data_dir, held_out, transform, categories), batch_size=cfg.eval_batch_size)
+    return train_loader, eval_loader
 
 
 def _train(dual: AutoencoderKL, original: AutoencoderKL, loader: DataLoader, opt: torch.optim.Optimizer,
@@ -230,8 +242,8 @@ def _u8(t: torch.Tensor) -> np.ndarray:
 
 
 def _grid_rows(first: dict[str, torch.Tensor], n: int = 6) -> list:
-    """Report-grid rows for the first `n` test images: inputs, decoded RGB and decoded masks."""
-    return [(f"test {i}", [("image", _u8(first["image"][i])), ("true mask", _u8(first["mask"][i])),
-                           ("decoded RGB", _u8(first["rgb"][i])), ("decoded mask", _u8(first["pred"][i])),
-                           ("mask, RGB-only latent", _u8(first["pred_rgb_only"][i]))])
+    """Report-grid rows for the first `n` held-out images: inputs, decoded RGB and decoded masks."""
+    return [(f"held-out {i}", [("image", _u8(first["image"][i])), ("true mask", _u8(first["mask"][i])),
+                               ("decoded RGB", _u8(first["rgb"][i])), ("decoded mask", _u8(first["pred"][i])),
+                               ("mask, RGB-only latent", _u8(first["pred_rgb_only"][i]))])
             for i in range(min(n, len(first.get("image", []))))]

@@ -1,2 +1,3 @@
 """Image-quality evaluation: feature distances (FID/KID or their project-encoder variants), LPIPS, MS-SSIM,
-mask statistics and image-mask consistency."""
+mask statistics before and after the pair filter, image-mask consistency, per-class faithfulness and the
+memorisation audit."""

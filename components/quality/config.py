@@ -29,6 +29,8 @@ class QualityConfig:
     segmenter_epochs: int = 5
     segmenter_batch_size: int = 16
     segmenter_lr: float = 0.003
+    faithfulness: bool = True           # Table 1b: per-class recall of a real-trained classifier, test vs synthetic
+    faithfulness_trees: int = 200       # random forest size of that classifier
     seed: int = 42
     device: str = "auto"
     batch_size: int = 32

@@ -3,6 +3,11 @@
 They are the formulas of torchmetrics' FrechetInceptionDistance / KernelInceptionDistance applied to features
 computed once per set, so one set's features serve several comparisons. Whether the result may be called FID/KID
 depends only on the feature space (components/quality/features.py names the keys).
+
+Both are returned as computed, never clamped. The Fréchet distance is the plug-in estimate: non-negative in exact
+arithmetic and biased upwards at small n, so a negative value is floating-point rounding of a distance that is
+0 to machine precision. KID is unbiased: a negative value means its sampling noise at that n exceeds the true
+distance, i.e. the two sets cannot be told apart in that feature space at that n.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ def _psd_sqrt(sigma: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """|mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) for Gaussians N(mu1, S1), N(mu2, S2).
+    """|mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) for Gaussians N(mu1, S1), N(mu2, S2), as computed.
 
     Tr((S1 S2)^(1/2)) is computed as Tr((S1^(1/2) S2 S1^(1/2))^(1/2)), which has the same eigenvalues and is
     symmetric positive semi-definite, so the square root is taken by a stable symmetric eigendecomposition.
@@ -34,8 +39,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     inner = r1 @ s2 @ r1
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
     tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    value = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
-    return max(value, 0.0)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
 def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
@@ -74,3 +78,26 @@ def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_siz
         values.append(_mmd2_unbiased(_poly_kernel(xs, xs, degree, gamma, coef), _poly_kernel(xs, ys, degree, gamma, coef),
                                      _poly_kernel(ys, ys, degree, gamma, coef)))
     return float(np.mean(values)), float(np.std(values))
+
+
+def kid_standard_error(reference: np.ndarray, b: np.ndarray, degree: int = 3, gamma: float | None = None,
+                       coef: float = 1.0) -> tuple[float, float]:
+    """(all-pairs unbiased MMD^2, its delete-one jackknife standard error over the samples of `b`).
+
+    The reference set is held fixed: the error is that of drawing `b` (a generated set, or the real test split).
+    Closed form from the kernel sums, O(n^2 + nm); needs >= 3 samples in `b` and >= 2 in the reference.
+    """
+    x, y = np.asarray(b, np.float64), np.asarray(reference, np.float64)
+    n, m = len(x), len(y)
+    if n < 3 or m < 2:
+        raise ValueError(f"KID with a standard error needs >= 3 samples and >= 2 reference samples, got {n}, {m}")
+    kxx, kyy = _poly_kernel(x, x, degree, gamma, coef), _poly_kernel(y, y, degree, gamma, coef)
+    kxy = _poly_kernel(x, y, degree, gamma, coef)
+    row_xx = kxx.sum(axis=1) - np.diag(kxx)          # sum over j != i of k(x_i, x_j)
+    s_xx, row_xy = row_xx.sum(), kxy.sum(axis=1)
+    s_xy = row_xy.sum()
+    yy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    value = s_xx / (n * (n - 1)) + yy - 2.0 * s_xy / (n * m)
+    leave_out = (s_xx - 2.0 * row_xx) / ((n - 1) * (n - 2)) + yy - 2.0 * (s_xy - row_xy) / ((n - 1) * m)
+    var = (n - 1) / n * float(((leave_out - leave_out.mean()) ** 2).sum())
+    return float(value), float(np.sqrt(var))

@@ -21,7 +21,7 @@ from components.downstream.tasks import Evaluation
 from components.hashing import file_digest
 from components.tracking import registry
 from components.tracking.figures import log_figure
-from components.tracking.mlflow_setup import stage_run
+from components.tracking.mlflow_setup import metric_key, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,12 @@ class MlflowCVCallbacks(CVCallbacks):
             yield
 
     @contextlib.contextmanager
-    def training(self, arch: str, fold: int, train_set: str, fingerprint: str, info: dict[str, Any]) -> Iterator[str]:
-        with mlflow.start_run(run_name=f"{arch}-fold{fold}-{train_set}", nested=True) as run:
-            mlflow.set_tags({"task": self.task.name, "arch": arch, "fold": str(fold), "train_set": train_set,
-                             "level": "fold", "fingerprint": fingerprint})
-            mlflow.log_params({"arch": arch, "fold": fold, "train_set": train_set, **info})
+    def training(self, arch: str, seed: int, fold: int, train_set: str, fingerprint: str,
+                 info: dict[str, Any]) -> Iterator[str]:
+        with mlflow.start_run(run_name=f"{arch}-seed{seed}-fold{fold}-{train_set}", nested=True) as run:
+            mlflow.set_tags({"task": self.task.name, "arch": arch, "seed": str(seed), "fold": str(fold),
+                             "train_set": train_set, "level": "fold", "fingerprint": fingerprint})
+            mlflow.log_params({"arch": arch, "seed": seed, "fold": fold, "train_set": train_set, **info})
             yield run.info.run_id
 
     def trained(self, losses: list[float], seconds: float) -> None:
@@ -95,7 +96,7 @@ class MlflowCVCallbacks(CVCallbacks):
 
     def architecture_done(self, arch: str, metrics: dict[str, float], figures: list[Path]) -> None:
         if metrics:
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics({metric_key(k): v for k, v in metrics.items()})
         for path in figures:
             mlflow.log_artifact(str(path))
 
@@ -105,6 +106,11 @@ class MlflowCVCallbacks(CVCallbacks):
 
     def finished(self, result: dict[str, Any], results_csv: Path) -> None:
         mlflow.log_metrics({"trainings_run": result["trainings_run"], "seconds": result["seconds"]})
+        for c in result.get("comparisons", []):
+            key = metric_key(f"vs_real.{c['arch']}.{c['train_set']}.{c['metric']}")
+            mlflow.log_metrics({f"{key}.delta": c["delta"], f"{key}.ci_low": c["ci_low"],
+                                f"{key}.ci_high": c["ci_high"]})
+            mlflow.set_tag(f"{key}.verdict", c["verdict"])
         mlflow.log_artifact(str(results_csv))
 
 
@@ -127,7 +133,8 @@ def register_checkpoint(task, cfg: Resolved, arch: str, fingerprint: str, path: 
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "timm",
                           "segmentation-models-pytorch"])
     version = registry.register(info.model_uri, name, alias="challenger", tags={
-        "checkpoint_sha": sha, "train_set": meta["train_set"], "fold": meta["fold"], "fingerprint": fingerprint,
+        "checkpoint_sha": sha, "train_set": meta["train_set"], "seed": meta.get("seed", ""), "fold": meta["fold"],
+        "fingerprint": fingerprint, "selected_on": "real validation split",
         "input": "float32 Bx3xHxW in [0, 1]", "categories": ",".join(meta.get("categories", []))})
     registry.record_version_metrics(name, version, {f"val_{meta['metric']}": meta["val_score"],
                                                     f"test_{meta['metric']}": meta["test_score"]},

@@ -165,3 +165,8 @@ def _log_params_safely(params: dict[str, Any]) -> None:
     items = list(fresh.items())
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i:i + 100]))
+
+
+def metric_key(name: str) -> str:
+    """An MLflow-legal metric / tag name for keys holding training-set names ("real+synthetic" → "real_plus_...")."""
+    return name.replace("+", "_plus_")

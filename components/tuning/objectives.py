@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from components.quality.distances import kid_standard_error
 from components.registry import Registry
 
 JACKKNIFE_GROUPS = 10
@@ -47,29 +48,10 @@ class Objective:
 OBJECTIVES = Registry[Objective]("sweep objective", hint="set tune.objective in params.yaml")
 
 
-def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, coef: float = 1.0) -> np.ndarray:
-    """KID's kernel (x·y / d + coef)^degree, as in components.quality.distances.kernel_distance."""
-    return (x @ y.T / x.shape[1] + coef) ** degree
-
-
 def kid_estimate(generated: np.ndarray, reference: np.ndarray) -> Estimate:
     """Unbiased MMD² over all pairs of the two sets (KID's estimator without subsets) and its delete-one
-    jackknife standard error over the generated samples (closed form from the kernel sums, O(n² + nm))."""
-    x, y = np.asarray(generated, np.float64), np.asarray(reference, np.float64)
-    n, m = len(x), len(y)
-    if n < 3 or m < 2:
-        raise ValueError(f"KID with a standard error needs >= 3 generated and >= 2 reference samples, "
-                         f"got {n} and {m}")
-    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    row_xx = kxx.sum(axis=1) - np.diag(kxx)          # sum over j != i of k(x_i, x_j)
-    s_xx, s_yy = row_xx.sum(), kyy.sum() - np.trace(kyy)
-    row_xy = kxy.sum(axis=1)
-    s_xy = row_xy.sum()
-    yy = s_yy / (m * (m - 1))
-    value = s_xx / (n * (n - 1)) + yy - 2.0 * s_xy / (n * m)
-    leave_out = (s_xx - 2.0 * row_xx) / ((n - 1) * (n - 2)) + yy - 2.0 * (s_xy - row_xy) / ((n - 1) * m)
-    var = (n - 1) / n * float(((leave_out - leave_out.mean()) ** 2).sum())
-    return Estimate(float(value), float(np.sqrt(var)))
+    jackknife standard error over the generated samples (components.quality.distances.kid_standard_error)."""
+    return Estimate(*kid_standard_error(reference, generated))
 
 
 def grouped_jackknife_se(stat: Callable[[np.ndarray], float], generated: np.ndarray,
@@ -106,8 +88,8 @@ class FrechetToReference:
         eig = np.linalg.eigvalsh((inner + inner.T) / 2)
         tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
         tr_gen = float((xc ** 2).sum() / (n - 1))
-        value = float(((x.mean(axis=0) - self.mu) ** 2).sum() + tr_gen + np.trace(self.cov) - 2.0 * tr_covmean)
-        return max(value, 0.0)
+        # as computed: a value below 0 is rounding of a distance that is 0 (the plug-in estimate is >= 0)
+        return float(((x.mean(axis=0) - self.mu) ** 2).sum() + tr_gen + np.trace(self.cov) - 2.0 * tr_covmean)
 
 
 def fd_estimate(generated: np.ndarray, reference: np.ndarray) -> Estimate:
