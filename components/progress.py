@@ -6,6 +6,7 @@ often than every LOG_SECONDS seconds, each line ending in a newline instead of c
 """
 from __future__ import annotations
 
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Sequence, TextIO, TypeVar
@@ -17,16 +18,17 @@ R = TypeVar("R")
 
 LOG_PERCENT = 5
 LOG_SECONDS = 10.0
+_CURSOR_MOVES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")   # what tqdm writes to stack nested bars on a terminal
 
 
 class _LineStream:
-    """Turns tqdm's carriage-return redraws into whole lines."""
+    """Turns tqdm's carriage-return redraws into whole lines, without the cursor moves of nested bars."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
 
     def write(self, text: str) -> int:
-        line = text.replace("\r", "").rstrip()
+        line = _CURSOR_MOVES.sub("", text).replace("\r", "").rstrip()
         if line:
             self.stream.write(line + "\n")
         return len(text)

@@ -132,6 +132,19 @@ def test_progress_in_a_log_file_prints_whole_lines_every_few_percent():
     assert lines[0].startswith("steps:   0%") and "1000/1000" in lines[-1]
 
 
+def test_nested_progress_bars_in_a_log_file_carry_no_cursor_moves():
+    log = io.StringIO()
+    with progress_bar(total=2, desc="outer", stream=log, mininterval=0) as outer:
+        for _ in range(2):
+            for _ in progress_bar(range(20), desc="inner", stream=log, mininterval=0, leave=False):
+                pass
+            outer.update(1)
+    text = log.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert any(line.startswith("inner") for line in text.splitlines())
+    assert text.splitlines()[-1].startswith("outer: 100%")
+
+
 def test_progress_in_a_log_file_waits_seconds_between_lines():
     log = io.StringIO()
     for _ in progress_bar(range(1000), desc="fast", stream=log):   # default: at least LOG_SECONDS apart

@@ -51,6 +51,26 @@ def test_training_sets_identical_size_and_class_mix():
     assert sets.frames["synthetic"]["image_id"].is_unique                     # pool large enough: no repeats
 
 
+def test_balanced_sets_keep_every_real_image_and_top_up_to_the_majority():
+    fold_train = frame({"nv": 31, "mel": 9, "bkl": 7, "df": 3}, "real", "r")
+    pool = frame({"nv": 50, "mel": 50, "bkl": 10, "df": 50}, "synthetic", "s")
+    sets = cv.build_training_sets(fold_train, pool, ["real+synthetic", "real+augmentation"], seed=0)
+    assert cv.balance_topup({"nv": 31, "mel": 9, "bkl": 7, "df": 3}) == {"nv": 0, "mel": 22, "bkl": 24, "df": 28}
+    for name, extra_source in (("real+synthetic", "synthetic"), ("real+augmentation", "real")):
+        f = sets.frames[name]
+        assert len(f) == 4 * 31 and f["category"].value_counts().to_dict() == {c: 31 for c in ("nv", "mel", "bkl", "df")}
+        assert set(fold_train["image_id"]) <= set(f["image_id"])            # every real image of the fold kept
+        extra = f.iloc[len(fold_train):]
+        assert (extra["source"] == extra_source).all() and "nv" not in set(extra["category"])
+    # bkl needs 24 synthetic pairs from a pool of 10: drawn with replacement, 31 + 10 distinct images at most
+    assert sets.resampled_classes["real+synthetic"] == ["bkl"]
+    assert sets.synthetic_unique["real+synthetic"] == 50 + 22 + 10 + 28
+    augmented = sets.frames["real+augmentation"].iloc[len(fold_train):]
+    assert set(augmented["image_id"]) <= set(fold_train["image_id"])         # copies of real images only
+    assert sets.synthetic_unique["real+augmentation"] == 50
+    assert sorted(sets.resampled_classes["real+augmentation"]) == ["bkl", "df", "mel"]
+
+
 def test_small_synthetic_pool_is_resampled_and_missing_class_refused():
     fold_train = frame({"nv": 10, "df": 4}, "real", "r")
     small_pool = frame({"nv": 3, "df": 1}, "synthetic", "s")
@@ -114,3 +134,14 @@ def test_presets_fill_null_keys_and_explicit_keys_win():
         resolve(DownstreamConfig(preset="gpu"), "classify")
     with pytest.raises(ConfigError, match="n_folds"):
         resolve(DownstreamConfig(n_folds=1), "segment")
+    cpu = resolve(DownstreamConfig(n_seeds=3), "classify")
+    assert cpu.seeds == [42, 43, 44] and cpu.class_balance == "sampler" and cpu.architectures == ["small_cnn"]
+    assert resolve(DownstreamConfig(), "segment").class_balance == "none"
+    assert cpu.fingerprint("small_cnn", {}) != resolve(DownstreamConfig(class_balance="none"), "classify").fingerprint(
+        "small_cnn", {})
+    with pytest.raises(ConfigError, match="class_balance='oversample'"):
+        resolve(DownstreamConfig(class_balance="oversample"), "classify")
+    with pytest.raises(ConfigError, match="n_seeds=0"):
+        resolve(DownstreamConfig(n_seeds=0), "classify")
+    with pytest.raises(ConfigError, match="train_sets"):
+        resolve(DownstreamConfig(train_sets=["real", "real+noise"]), "classify")
