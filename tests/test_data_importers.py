@@ -13,6 +13,7 @@ from PIL import Image
 from components.data import manifest
 from components.data.importers import IMPORTERS, ImportOptions, import_dataset
 from components.errors import DataError
+from tests.real_export_fixtures import import_fails
 
 OPTS = ImportOptions(size=24, test_fraction=0.25, seed=0, progress=False, workers=1)
 CODES = ["nv", "nv", "mel", "mel", "bkl", "bkl", "nv", "mel"]
@@ -166,16 +167,9 @@ def test_toy_through_registry_and_rerun_replaces(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
-def _fails(tmp_path, source, src, pattern, opts=OPTS, error=DataError):
-    """The import raises DataError matching pattern; a previous out_dir survives untouched; no temp dirs."""
-    out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
-    (out / "previous.txt").write_text("keep me")
-    with pytest.raises(error, match=pattern) as info:
-        import_dataset(source, src, out, opts)
-    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    return str(info.value)
+def _fails(tmp_path, source, src, pattern, opts=OPTS):
+    """The import raises a one-line DataError matching pattern; the previous out_dir survives; no temp dirs."""
+    return import_fails(tmp_path, source, src, pattern, opts)
 
 
 ERROR = replace(OPTS, on_bad_image="error")

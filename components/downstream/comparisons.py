@@ -29,10 +29,10 @@ def recorded_runs(rows: pd.DataFrame, arch: str, train_set: str, eval_set: str =
     return {(int(s), int(f)) for s, f in zip(hit["seed"], hit["fold"])}
 
 
-def _stack(out_dir: str | Path, fingerprint: str, arch: str, train_set: str, runs: list[tuple[int, int]],
-           column: str, order: list[str] | None) -> tuple[np.ndarray, list[str], pd.DataFrame]:
-    """(n_runs, n_images) values of `column`, images in the order of the first run (checked for every run)."""
-    values, first = [], None
+def _run_frames(out_dir: str | Path, fingerprint: str, arch: str, train_set: str, runs: tuple[tuple[int, int], ...],
+                order: list[str] | None) -> list[pd.DataFrame]:
+    """The per-image test outputs of each run, rows in `order` (default: the first run's), checked for every run."""
+    frames = []
     for seed, fold in runs:
         path = prediction_file(out_dir, fingerprint, arch, train_set, seed, fold, "test")
         if not path.is_file():
@@ -43,10 +43,13 @@ def _stack(out_dir: str | Path, fingerprint: str, arch: str, train_set: str, run
         if sorted(frame.index) != sorted(order):
             raise DataError(f"{path}: its test images differ from the other runs'; the test split changed "
                             f"between trainings, rerun the stage")
-        frame = frame.loc[order]
-        first = frame if first is None else first
-        values.append(frame[column].to_numpy())
-    return np.stack(values), order, first
+        frames.append(frame.loc[order])
+    return frames
+
+
+def _stack(frames: list[pd.DataFrame], column: str) -> np.ndarray:
+    """(n_runs, n_images) values of `column`."""
+    return np.stack([f[column].to_numpy() for f in frames])
 
 
 def minority(real_train: pd.DataFrame, categories: list[str]) -> list[str]:
@@ -62,28 +65,30 @@ def compare_architecture(task: str, out_dir: str | Path, fingerprint: str, arch:
     others = [s for s in train_sets if s != BASELINE]
     base_runs = recorded_runs(rows, arch, BASELINE)
     out: list[intervals.Comparison] = []
+    base_frames: dict[tuple, list[pd.DataFrame]] = {}   # real-only outputs, read once per set of runs
     for train_set in others:
-        runs = sorted(base_runs & recorded_runs(rows, arch, train_set))
+        runs = tuple(sorted(base_runs & recorded_runs(rows, arch, train_set)))
         if not runs:
             continue
+        if runs not in base_frames:
+            base_frames[runs] = _run_frames(out_dir, fingerprint, arch, BASELINE, runs, None)
+        base = base_frames[runs]
+        other = _run_frames(out_dir, fingerprint, arch, train_set, runs, list(base[0].index))
         if task == "classify":
-            base, order, first = _stack(out_dir, fingerprint, arch, BASELINE, runs, "prediction", None)
-            other, _, _ = _stack(out_dir, fingerprint, arch, train_set, runs, "prediction", order)
-            y_true = first["label"].to_numpy()
+            y_true = base[0]["label"].to_numpy()
             minority = [categories.index(c) for c in minority_names
                         if c in categories and (y_true == categories.index(c)).any()]
             for metric in CLASSIFY_HEADLINE:
                 if metric == "minority_recall" and not minority:
                     continue
                 out += intervals.compare_classification(
-                    y_true, {BASELINE: base, train_set: other}, metric, n_classes=len(categories),
-                    baseline=BASELINE, classes=minority or None, n_boot=n_boot, seed=seed)
+                    y_true, {BASELINE: _stack(base, "prediction"), train_set: _stack(other, "prediction")}, metric,
+                    n_classes=len(categories), baseline=BASELINE, classes=minority or None, n_boot=n_boot, seed=seed)
         else:
             for metric in SEGMENT_HEADLINE:
-                base, order, _ = _stack(out_dir, fingerprint, arch, BASELINE, runs, metric, None)
-                other, _, _ = _stack(out_dir, fingerprint, arch, train_set, runs, metric, order)
-                out += intervals.compare_segmentation({BASELINE: base, train_set: other}, metric,
-                                                      baseline=BASELINE, n_boot=n_boot, seed=seed)
+                out += intervals.compare_segmentation(
+                    {BASELINE: _stack(base, metric), train_set: _stack(other, metric)}, metric,
+                    baseline=BASELINE, n_boot=n_boot, seed=seed)
     return out
 
 

@@ -71,7 +71,8 @@ def load_external(cfg: Resolved, categories: list[str], needs_masks: bool) -> tu
         if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
             log.info("importing the external HAM10000 set from %s into %s (once)", src, root)
             import_dataset("ham10000", src, root, ImportOptions(size=size, categories=tuple(categories),
-                                                                require_masks=False, progress=cfg.progress))
+                                                                require_masks=False, val_fraction=0.0,
+                                                                progress=cfg.progress))
             atomic.write_json(stamp_file, stamp)
     df = manifest.read_manifest(root)
     unknown = sorted(set(df["category"]) - set(categories))
@@ -213,7 +214,8 @@ def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None, executor: 
     if inputs.external_note:
         log.info(inputs.external_note)
     callbacks.started(inputs.external_note)
-    fingerprints = _fingerprints(cfg, inputs)
+    data_hashes = _data_hashes(cfg, inputs)
+    fingerprints = {arch: cfg.fingerprint(arch, data_hashes) for arch in cfg.architectures}
     run = _Run(task=task, cfg=cfg, inputs=inputs, callbacks=callbacks,
                store=ResultStore(Path(cfg.out_dir) / "results.csv"),
                execute=executor or JobRunner(cfg.device).map, counts={"trained": 0, "skipped": 0})
@@ -222,7 +224,7 @@ def run_cv(task, cfg: Resolved, callbacks: CVCallbacks | None = None, executor: 
     with progress_bar(total=total, desc=f"{task.name} CV", disable=not cfg.progress, unit="model") as bar:
         for arch in cfg.architectures:
             _run_architecture(run, arch, fingerprints[arch], folds, bar)
-    baseline = feature_baseline(task, cfg, inputs) if cfg.feature_baseline else None
+    baseline = feature_baseline(task, cfg, inputs, data_hashes["real"]) if cfg.feature_baseline else None
     result = _result(run, fingerprints, started)
     result["feature_baseline"] = baseline
     atomic.write_json(cfg.metrics_file, result)
@@ -266,14 +268,14 @@ def _synthetic_pool(task, cfg: Resolved) -> pd.DataFrame:
                         cfg.synthetic_dir)
 
 
-def _fingerprints(cfg: Resolved, inputs: CVInputs) -> dict[str, str]:
-    """Per architecture: a hash of its settings, the data it reads and the result code."""
+def _data_hashes(cfg: Resolved, inputs: CVInputs) -> dict[str, str]:
+    """Hashes of the data the protocol reads and of the result code (part of every architecture's fingerprint)."""
     data_hashes = {"real": _data_hash(cfg.real_dir), "code": code_hash()}
     if inputs.pool is not None:
         data_hashes["synthetic"] = _data_hash(cfg.synthetic_dir)
     if inputs.external is not None:
         data_hashes["external"] = _data_hash(cfg.external_dir)
-    return {arch: cfg.fingerprint(arch, data_hashes) for arch in cfg.architectures}
+    return data_hashes
 
 
 def _run_architecture(run: _Run, arch: str, fp: str, folds: dict[int, list], bar) -> None:
@@ -322,14 +324,14 @@ def _pending_jobs(run: _Run, arch: str, fp: str, folds: dict[int, list], bar) ->
                             steps=steps, info=info)
 
 
-def feature_baseline(task, cfg: Resolved, inputs: CVInputs) -> dict:
+def feature_baseline(task, cfg: Resolved, inputs: CVInputs, real_hash: str) -> dict:
     """The test-split scores of the simple feature baseline (components.downstream.feature_baseline): gradient
     boosting on colour / shape / texture features fitted on the whole real training split (classification), Otsu
     thresholding (segmentation, at the judges' image size). Kept in <out_dir>/feature_baseline.json for the same
     data, size and code."""
     from components.downstream import feature_baseline as fb
 
-    key = {"task": task.name, "real": _data_hash(cfg.real_dir), "image_size": cfg.image_size,
+    key = {"task": task.name, "real": real_hash, "image_size": cfg.image_size,
            "code": dvc_md5(fb.__file__)}
     path = Path(cfg.out_dir) / "feature_baseline.json"
     if path.is_file() and json.loads(path.read_text()).get("key") == key:
